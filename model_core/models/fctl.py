@@ -1,0 +1,124 @@
+"""The FCtL local segmentation network (Sec. 3, Fig. 4).
+
+Three streams (local patch I, medium context M, large context L), resized to the patch size,
+share one encoder and run through it as one batched call. At the stride-32 level the local
+features are fused as X_I + LCF(X_I, X_M, X_L) + ALE(X_I, X~_M, X~_L) (Sec. 3.5) and decoded by
+an FCN-8s-style decoder with the local stream's skips at strides 16 and 8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..config import FCtLConfig, parse_context_size
+from .ale import ALE, ConcatFusion, crop_to_patch
+from .backbone import Encoder
+from .decoder import FCN8sDecoder
+from .lcc import Box
+from .lcf import LCF
+
+
+class FCtL(nn.Module):
+    """FCtL network, or the FCN-8s baseline when the config uses no context.
+
+    Inputs are float tensors in [0, 1] of shape (B, in_chans, H, W); normalisation by the config's
+    mean/std happens inside. ``boxes`` gives, per context, where the local patch lies inside the
+    context window as normalised (x0, y0, x1, y1), a tuple for all samples or a (B, 4) tensor;
+    contexts given as a multiple or in pixels default to the centred box. ``cached`` holds
+    precomputed stride-32 context features (e.g. the global context, encoded once per raster
+    with :meth:`encode_context`); a cached context needs no image.
+    """
+
+    def __init__(self, config: FCtLConfig, backbone_weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.backbone, config.in_chans, backbone_weights,
+                               **config.backbone_kwargs)
+        c8, c16, c32 = self.encoder.channels
+        self.register_buffer("mean", torch.tensor(config.input_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.input_std).view(1, -1, 1, 1), persistent=False)
+        self.lcf = None
+        if config.uses_lcf:
+            self.lcf = LCF(c32, config.lcf_contexts, key_channels=config.key_channels,
+                           heads=config.heads, positional=config.positional,
+                           fusion=config.fusion, reduction=config.mcf_reduction)
+        self.ale: nn.Module | None = None
+        if config.ale == "concat":
+            self.ale = ConcatFusion(c32, config.ale_refs)
+        elif config.uses_ale:
+            self.ale = ALE(c32, config.ale_refs, config.ale, config.lfi_kernels)
+        self.decoder = FCN8sDecoder((c8, c16, c32), config.num_classes, config.decoder_channels)
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def context_streams(self) -> tuple[str, ...]:
+        return self.config.context_streams
+
+    def default_box(self, name: str) -> Box:
+        spec = self.config.context_spec(name)
+        if spec == "global":
+            raise ValueError(f"the {name} context is the whole raster: pass the patch's box "
+                             "inside it (normalised x0, y0, x1, y1) in `boxes`")
+        w, h = parse_context_size(spec, self.config.patch_size)
+        fx, fy = self.config.patch_size / w, self.config.patch_size / h
+        return (0.5 - fx / 2, 0.5 - fy / 2, 0.5 + fx / 2, 0.5 + fy / 2)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    @torch.no_grad()
+    def encode_context(self, image: Tensor) -> Tensor:
+        """Stride-32 features of a context image, to pass back later through ``cached``."""
+        return self.encoder(self.normalize(image))[2]
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, local: Tensor, medium: Tensor | None = None, large: Tensor | None = None, *,
+                cached: Mapping[str, Tensor] | None = None,
+                boxes: Mapping[str, Box | Tensor] | None = None) -> Tensor:
+        cached = dict(cached or {})
+        images = {"medium": medium, "large": large}
+        b = local.shape[0]
+        run = [local]
+        order = []
+        for name in self.context_streams:
+            if name in cached:
+                continue
+            img = images[name]
+            if img is None:
+                raise ValueError(f"this model needs the {name} context: pass `{name}` "
+                                 "or its precomputed features in `cached`")
+            if img.shape != local.shape:
+                raise ValueError(f"{name} context has shape {tuple(img.shape)}, expected "
+                                 f"{tuple(local.shape)} (contexts are resized to the patch size)")
+            run.append(img)
+            order.append(name)
+        feats = self.encoder(self.normalize(torch.cat(run, dim=0)))  # one batched encoder call
+        f8, f16 = feats[0][:b], feats[1][:b]
+        f32_all = feats[2]
+        x_i = f32_all[:b]
+        ctx = {name: f32_all[b * (i + 1): b * (i + 2)] for i, name in enumerate(order)}
+        for name, f in cached.items():
+            if name in self.context_streams:
+                ctx[name] = f.to(x_i.dtype)
+        box = {name: (boxes or {}).get(name) for name in self.context_streams}
+        box = {name: (v if v is not None else self.default_box(name)) for name, v in box.items()}
+
+        fused = x_i
+        if self.lcf is not None:
+            fused = fused + self.lcf(x_i, ctx, box)
+        if self.ale is not None:
+            size = tuple(x_i.shape[-2:])
+            crops = {r: crop_to_patch(ctx[r], box[r], size) for r in self.config.ale_refs}
+            fused = fused + self.ale(x_i, crops)
+        return self.decoder(f8, f16, fused, tuple(local.shape[-2:]))
+
+
+def parameter_counts(model: FCtL) -> dict[str, int]:
+    """Parameters per top-level module (encoder, lcf, ale, decoder) and in total."""
+    out = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_children()}
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return out
