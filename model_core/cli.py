@@ -1,0 +1,51 @@
+"""Command line: ``python -m model_core COMMAND ...``.
+
+Each command lives next to the code it drives and registers itself through ``add_parser``;
+commands whose module is missing are simply not offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, attribute) of each command's ``add_parser(subparsers)``; order = help order.
+COMMANDS = [
+    ("model_core.info", "add_parser"),
+    ("model_core.inference.cli", "add_parser"),
+    ("model_core.training.cli", "add_parser"),
+    ("model_core.bench", "add_parser"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model_core",
+                                     description="FCtL ultra-high-resolution segmentation engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module, attr in COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part of the engine is not installed in this build
+            raise
+        getattr(mod, attr)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
