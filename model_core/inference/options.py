@@ -1,0 +1,72 @@
+"""What a segmentation run takes and returns: the contract between the engine, its command line
+and the QGIS plugin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+ProgressFn = Callable[[float, str], None]   # (fraction in [0, 1], message)
+CancelFn = Callable[[], bool]               # True once the user asked to stop
+
+
+class Cancelled(RuntimeError):
+    """Raised when a run was cancelled; no output is left behind."""
+
+
+@dataclass
+class SegmentOptions:
+    """Options of one run of :func:`model_core.inference.segment`.
+
+    Attributes:
+        input: raster path (anything GDAL opens), or a label when a reader is passed.
+        output: classified GeoTIFF to write (uint8 class ids).
+        vector: optional GeoPackage of polygons (fields class_id, class_name, area).
+        model: checkpoint path; None = the bundled default model.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        batch_size: patches per forward pass.
+        tta: test-time augmentation (flips x 90-degree rotations, 8 passes).
+        extent: (xmin, ymin, xmax, ymax) in the raster's CRS; only that area is processed.
+        window: (xoff, yoff, xsize, ysize) in pixels, the alternative to ``extent``.
+        bands: 1-based bands fed to the network; None = the model's.
+        scale: (lo, hi) raw range mapped to [0, 1]; None = the model's.
+        min_area: sieve threshold for the polygons (and the raster when ``sieve_raster``).
+        min_area_unit: "pixels" or "map" (square map units of the raster's CRS).
+        min_overlap: minimum overlap of neighbouring patches in pixels.
+        layer_name: name of the polygon layer in the GeoPackage.
+    """
+
+    input: str
+    output: str
+    vector: str | None = None
+    model: str | None = None
+    device: str = "auto"
+    batch_size: int = 4
+    tta: bool = False
+    extent: tuple[float, float, float, float] | None = None
+    window: tuple[int, int, int, int] | None = None
+    bands: list[int] | None = None
+    scale: tuple[float, float] | None = None
+    min_area: float = 0.0
+    min_area_unit: str = "pixels"
+    sieve_raster: bool = False
+    min_overlap: int = 50
+    layer_name: str = "classes"
+
+
+@dataclass
+class SegmentResult:
+    """What a finished run produced and how it went."""
+
+    output: str
+    vector: str | None
+    width: int
+    height: int
+    grid: tuple[int, int]            # patches per row, per column
+    patches: int
+    device: str
+    seconds: float
+    class_pixels: dict[int, int] = field(default_factory=dict)
+    class_areas: dict[int, float] = field(default_factory=dict)   # map units^2 (pixels if no CRS)
+    class_names: dict[int, str] = field(default_factory=dict)
+    class_colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
