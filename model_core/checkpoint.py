@@ -178,3 +178,48 @@ def _existing(path: str | Path) -> Path:
         raise CheckpointError(f"model file {p} does not exist; give an existing .safetensors "
                               "checkpoint or leave the model empty for the bundled default")
     return p
+
+
+def load_pth_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a PyTorch ``.pth``/``.pt`` file, never unpickling arbitrary code.
+
+    ``torch.load(..., weights_only=True)`` only rebuilds tensors and plain containers; a pickle
+    that would import or call anything else is refused with a :class:`CheckpointError`. Common
+    wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and DataParallel's ``module.`` prefix
+    are unwrapped.
+    """
+    import pickle
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"PyTorch file {p} does not exist")
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"refused to load {p}: it is not a plain tensor file that loads "
+                              f"safely with weights_only=True ({str(exc).splitlines()[0]}). "
+                              "Files that need arbitrary code to unpickle are never executed; "
+                              "re-save the model's state_dict() only") from exc
+    for key in ("state_dict", "model", "model_state_dict", "weights"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or \
+            not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p} holds no state dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return {str(k): v for k, v in obj.items()}
+
+
+def import_pth(path: str | Path, out: str | Path, card: ModelCard) -> Path:
+    """Convert a PyTorch state dict of the network ``card`` describes into a one-file
+    safetensors checkpoint (weights checked against the card's config before writing)."""
+    from .models import FCtL
+
+    state = load_pth_state(path)
+    model = FCtL(card.config)
+    check_state(model, state, str(path))
+    model.load_state_dict(state)
+    card.provenance = {**card.provenance, "imported_from": Path(path).name}
+    return save_checkpoint(out, model, card)

@@ -34,6 +34,9 @@ class SegmentOptions:
         min_area_unit: "pixels" or "map" (square map units of the raster's CRS).
         min_overlap: minimum overlap of neighbouring patches in pixels.
         layer_name: name of the polygon layer in the GeoPackage.
+        memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
+            rasters too wide for it run in column groups. Never changes the labels.
+        prefetch: read the next batch in a background thread while the current one runs.
     """
 
     input: str
@@ -52,6 +55,8 @@ class SegmentOptions:
     sieve_raster: bool = False
     min_overlap: int = 50
     layer_name: str = "classes"
+    memory_mb: float = 1024.0
+    prefetch: bool = True
 
 
 @dataclass
@@ -67,6 +72,9 @@ class SegmentResult:
     device: str
     seconds: float
     class_pixels: dict[int, int] = field(default_factory=dict)
-    class_areas: dict[int, float] = field(default_factory=dict)   # map units^2 (pixels if no CRS)
+    # map units^2 when the CRS is projected, else pixels (no CRS, or degrees)
+    class_areas: dict[int, float] = field(default_factory=dict)
     class_names: dict[int, str] = field(default_factory=dict)
     class_colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    window: tuple[int, int, int, int] = (0, 0, 0, 0)   # processed (xoff, yoff, xsize, ysize)
+    nodata: int = 255                                   # output value of nodata input pixels

@@ -57,3 +57,109 @@ class WindowReader(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GdalReader(WindowReader):
+    """A raster opened read-only with GDAL: GeoTIFF, COG, JPEG, PNG, VRT, anything GDAL reads.
+
+    Decimated reads (``out_w``/``out_h`` smaller than the window) average the source pixels
+    (``GRIORA_Average``, nodata excluded) and use the file's overviews when it has some; the
+    file itself is never modified (no overviews are built).
+    """
+
+    def __init__(self, path: str) -> None:
+        from osgeo import gdal
+
+        self.path = str(path)
+        self._ds = gdal_open(self.path)
+        ds = self._ds
+        self.width, self.height, self.band_count = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+        if self.band_count < 1:
+            raise ValueError(f"{self.path} has no raster band: it is not an image GDAL can read "
+                             "(is it a vector file or a multi-dataset container?)")
+        gt = ds.GetGeoTransform(can_return_null=True)
+        self.has_geotransform = gt is not None
+        self.geotransform = tuple(gt) if gt is not None else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+        self.crs_wkt = ds.GetProjection() or ""
+        self.nodata = [ds.GetRasterBand(b).GetNoDataValue() for b in range(1, self.band_count + 1)]
+        dt = ds.GetRasterBand(1).DataType
+        self.dtype = np.dtype(_GDAL_NUMPY.get(gdal.GetDataTypeName(dt), np.float64))
+        self._all_valid = [bool(ds.GetRasterBand(b).GetMaskFlags() & gdal.GMF_ALL_VALID)
+                           for b in range(1, self.band_count + 1)]
+
+    def _check(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]) -> None:
+        if self._ds is None:
+            raise ValueError(f"{self.path} is closed")
+        bad = [b for b in bands if not 1 <= b <= self.band_count]
+        if bad:
+            raise ValueError(f"band(s) {bad} do not exist: {self.path} has {self.band_count}")
+        if xoff < 0 or yoff < 0 or xsize <= 0 or ysize <= 0 or xoff + xsize > self.width \
+                or yoff + ysize > self.height:
+            raise ValueError(f"window ({xoff}, {yoff}, {xsize}, {ysize}) is not inside the "
+                             f"{self.width} x {self.height} raster")
+
+    def read(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int],
+             out_w: int | None = None, out_h: int | None = None) -> np.ndarray:
+        from osgeo import gdal
+
+        self._check(xoff, yoff, xsize, ysize, bands)
+        out_w, out_h = out_w or xsize, out_h or ysize
+        unique = sorted(set(int(b) for b in bands))
+        resample = gdal.GRIORA_Average if (out_w < xsize or out_h < ysize) \
+            else gdal.GRIORA_Bilinear if (out_w > xsize or out_h > ysize) \
+            else gdal.GRIORA_NearestNeighbour
+        arr = self._ds.ReadAsArray(int(xoff), int(yoff), int(xsize), int(ysize),
+                                   buf_xsize=int(out_w), buf_ysize=int(out_h),
+                                   buf_type=gdal.GDT_Float32, resample_alg=resample,
+                                   band_list=unique)
+        if arr is None:
+            raise OSError(f"GDAL could not read window ({xoff}, {yoff}, {xsize}, {ysize}) of "
+                          f"{self.path}: {gdal.GetLastErrorMsg() or 'unknown error'}")
+        arr = arr.reshape(len(unique), out_h, out_w)
+        index = [unique.index(int(b)) for b in bands]
+        return arr if index == list(range(len(unique))) else arr[index]
+
+    def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
+              ) -> np.ndarray:
+        self._check(xoff, yoff, xsize, ysize, bands)
+        mask = np.ones((ysize, xsize), dtype=bool)
+        for b in sorted(set(int(b) for b in bands)):
+            if self._all_valid[b - 1]:
+                continue
+            m = self._ds.GetRasterBand(b).GetMaskBand().ReadAsArray(xoff, yoff, xsize, ysize)
+            if m is None:
+                raise OSError(f"GDAL could not read the mask of band {b} of {self.path}")
+            mask &= m != 0
+        return mask
+
+    def close(self) -> None:
+        self._ds = None
+
+
+_GDAL_NUMPY = {"Byte": np.uint8, "Int8": np.int8, "UInt16": np.uint16, "Int16": np.int16,
+               "UInt32": np.uint32, "Int32": np.int32, "UInt64": np.uint64, "Int64": np.int64,
+               "Float32": np.float32, "Float64": np.float64}
+
+
+def gdal_open(path: str):
+    """Open ``path`` read-only as a GDAL raster, or raise a clear error (whatever GDAL's
+    exception mode is: it is process-wide, so it is left as the caller set it)."""
+    import os
+
+    from osgeo import gdal
+
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise FileNotFoundError(f"input raster {path} does not exist")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    gdal.ErrorReset()
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+        msg = gdal.GetLastErrorMsg()
+    except RuntimeError as exc:
+        ds, msg = None, str(exc)
+    finally:
+        gdal.PopErrorHandler()
+    if ds is None:
+        raise ValueError(f"GDAL cannot open {path} as a raster ({msg or 'unknown format'}); "
+                         "give a GeoTIFF, COG, JPEG, PNG, VRT or another GDAL raster")
+    return ds

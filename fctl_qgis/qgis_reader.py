@@ -1,0 +1,198 @@
+"""A :class:`model_core.inference.reader.WindowReader` over a QGIS raster data provider.
+
+Used for layers GDAL cannot open by path: XYZ and WMS layers, or any provider QGIS knows. The
+reader defines a pixel grid over an extent of the layer (its own extent and size when the provider
+has a native pixel size, otherwise a requested extent at the finest native resolution or at a
+chosen pixel size) and reads windows of it with ``QgsRasterDataProvider.block``. Colour layers
+(XYZ/WMS tiles are ARGB32) appear as four bands: red, green, blue, alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+from qgis.core import (Qgis, QgsCoordinateReferenceSystem, QgsRasterDataProvider,
+                       QgsRasterInterface, QgsRasterLayer, QgsRectangle)
+
+from model_core.inference.reader import WindowReader
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"Byte": np.uint8, "UInt16": np.uint16, "Int16": np.int16, "UInt32": np.uint32,
+           "Int32": np.int32, "Float32": np.float32, "Float64": np.float64}
+_ARGB = ("ARGB32", "ARGB32_Premultiplied")
+MAX_PIXELS = 60000 * 60000   # a grid larger than this is a mistaken extent or resolution
+# Tile providers (XYZ/WMS) render small decimated requests unreliably: windows up to this size are
+# read at full resolution and decimated here.
+FULL_READ_PIXELS = 1 << 25
+
+
+def _type_name(dt) -> str:
+    for name in list(_DTYPES) + list(_ARGB):
+        if dt == getattr(Qgis, name, None):
+            return name
+    raise ValueError(f"raster data type {dt} is not supported (use a numeric or colour layer)")
+
+
+class ProviderReader(WindowReader):
+    """Windows of a QGIS raster provider on a regular pixel grid.
+
+    Args:
+        source: a raster layer or its data provider (it is cloned: the clone is safe to read
+            from a worker thread).
+        extent: area of the grid in the layer's CRS (default: the provider's extent).
+        pixel_size: grid pixel size in layer units (default: native; required when the provider
+            has neither a pixel size nor native resolutions).
+    """
+
+    def __init__(self, source: QgsRasterLayer | QgsRasterDataProvider,
+                 extent: QgsRectangle | None = None, pixel_size: float | None = None) -> None:
+        provider = source.dataProvider() if isinstance(source, QgsRasterLayer) else source
+        if provider is None or not provider.isValid():
+            raise ValueError("the raster layer's data provider is not valid: check the layer's "
+                             "source in Layer Properties")
+        self._provider = provider.clone()
+        sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+        extent = QgsRectangle(extent) if extent is not None and not extent.isEmpty() \
+            else QgsRectangle(provider.extent())
+        if pixel_size is None or pixel_size <= 0:
+            if sized:
+                pixel_size = None
+            else:
+                res = [r for r in (provider.nativeResolutions() or []) if r > 0]
+                if not res:
+                    raise ValueError(f"the layer ({provider.name()}) has no native pixel size: "
+                                     "choose a pixel size")
+                pixel_size = min(res)
+        if pixel_size is None and extent == provider.extent():
+            self.width, self.height = provider.xSize(), provider.ySize()
+            dx = extent.width() / self.width
+            dy = extent.height() / self.height
+        else:
+            if pixel_size is None:  # native pixel size over a sub-extent
+                pixel_size = provider.extent().width() / provider.xSize()
+            dx = dy = float(pixel_size)
+            self.width = max(1, int(round(extent.width() / dx)))
+            self.height = max(1, int(round(extent.height() / dy)))
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"a {self.width} x {self.height} px grid is too large: choose a "
+                             "smaller extent or a coarser pixel size")
+        self._extent = extent
+        self._dx, self._dy = dx, dy
+        self.geotransform = (extent.xMinimum(), dx, 0.0, extent.yMaximum(), 0.0, -dy)
+        crs: QgsCoordinateReferenceSystem = provider.crs()
+        self.crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL) \
+            if crs.isValid() else ""
+        self._types = [_type_name(provider.dataType(b)) for b in range(1, provider.bandCount() + 1)]
+        self._colour = self._types[0] in _ARGB
+        if self._colour:
+            self.band_count = 4
+            self.dtype = np.dtype(np.uint8)
+            self.nodata = [None] * 4
+        else:
+            self.band_count = provider.bandCount()
+            self.dtype = np.dtype(np.result_type(*[_DTYPES[t] for t in self._types]))
+            self.nodata = [provider.sourceNoDataValue(b)
+                           if provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b)
+                           else None for b in range(1, self.band_count + 1)]
+
+    # ------------------------------------------------------------------ helpers
+    def _rect(self, xoff: int, yoff: int, xsize: int, ysize: int) -> QgsRectangle:
+        x0 = self._extent.xMinimum() + xoff * self._dx
+        y1 = self._extent.yMaximum() - yoff * self._dy
+        return QgsRectangle(x0, y1 - ysize * self._dy, x0 + xsize * self._dx, y1)
+
+    def _block(self, band: int, rect: QgsRectangle, w: int, h: int) -> np.ndarray:
+        block = self._provider.block(band, rect, w, h)
+        if block is None or not block.isValid():
+            raise OSError(f"the {self._provider.name()} provider returned no data for band "
+                          f"{band} of {rect.toString()}")
+        name = self._types[band - 1]
+        dtype = np.uint32 if name in _ARGB else _DTYPES[name]
+        return np.frombuffer(bytes(block.data()), dtype=dtype).reshape(h, w)
+
+    def _check(self, bands: Sequence[int]) -> None:
+        bad = [b for b in bands if not 1 <= b <= self.band_count]
+        if bad:
+            raise ValueError(f"band(s) {bad} do not exist: the layer has {self.band_count} "
+                             "band(s)" + (" (red, green, blue, alpha)" if self._colour else ""))
+
+    def _colour_planes(self, rect: QgsRectangle, w: int, h: int) -> np.ndarray:
+        argb = self._block(1, rect, w, h)
+        return np.stack([(argb >> 16) & 255, (argb >> 8) & 255, argb & 255, argb >> 24])
+
+    # ------------------------------------------------------------------ WindowReader
+    def read(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int],
+             out_w: int | None = None, out_h: int | None = None) -> np.ndarray:
+        self._check(bands)
+        w, h = out_w or xsize, out_h or ysize
+        rect = self._rect(xoff, yoff, xsize, ysize)
+        if self._colour:
+            if (w, h) != (xsize, ysize) and xsize * ysize <= FULL_READ_PIXELS:
+                planes = _decimate(self._colour_planes(rect, xsize, ysize), w, h)
+            else:
+                planes = self._colour_planes(rect, w, h)
+            return planes[[b - 1 for b in bands]].astype(np.float32)
+        return np.stack([self._block(b, rect, w, h) for b in bands]).astype(np.float32)
+
+    def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
+              ) -> np.ndarray:
+        self._check(bands)
+        rect = self._rect(xoff, yoff, xsize, ysize)
+        if self._colour:
+            return self._colour_planes(rect, xsize, ysize)[3] > 0
+        mask = np.ones((ysize, xsize), dtype=bool)
+        for b in bands:
+            nd = self.nodata[b - 1]
+            if nd is not None:
+                arr = self._block(b, rect, xsize, ysize)
+                mask &= ~(np.isnan(arr) if np.isnan(nd) else arr == nd)
+        return mask
+
+    def close(self) -> None:
+        self._provider = None
+
+
+def _decimate(planes: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Nearest-neighbour resampling of (bands, H, W) to (bands, h, w), pixel centres aligned."""
+    _, sh, sw = planes.shape
+    rows = np.minimum(((np.arange(h) + 0.5) * sh / h).astype(int), sh - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * sw / w).astype(int), sw - 1)
+    return planes[:, rows][:, :, cols]
+
+
+def gdal_path(layer: QgsRasterLayer) -> str | None:
+    """The layer's source when GDAL opens it directly (then the engine reads it itself)."""
+    if layer.providerType() != "gdal":
+        return None
+    from osgeo import gdal
+
+    source = layer.source()
+    # works whatever the process-wide GDAL exception mode is (never toggled here: the engine
+    # may be running in another thread)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        ds = gdal.OpenEx(source, gdal.OF_RASTER | gdal.OF_READONLY)
+    except RuntimeError:
+        ds = None
+    finally:
+        gdal.PopErrorHandler()
+    return source if ds is not None else None
+
+
+def reader_for_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
+                     pixel_size: float | None = None) -> tuple[str, WindowReader | None]:
+    """(input, reader) for :func:`model_core.inference.segment`: the GDAL path and no reader for
+    files GDAL opens at native resolution, else a :class:`ProviderReader` named after the layer.
+
+    ``extent`` (layer CRS) bounds the reader's grid only for providers without a pixel size
+    (XYZ, WMS), whose own extent is the whole world.
+    """
+    path = gdal_path(layer) if not pixel_size else None
+    if path is not None:
+        return path, None
+    provider = layer.dataProvider()
+    sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+    return layer.name(), ProviderReader(layer, None if sized else extent, pixel_size)

@@ -1,0 +1,330 @@
+"""``segment``: a raster of any size in, a classified GeoTIFF (and optional polygons) out.
+
+The run: check the inputs and outputs (nothing is created before they pass), load the model,
+plan the patch grid (:mod:`.plan`), read the global context once and encode it, then read
+batches of patches with their contexts (:mod:`.patches`, one batch ahead in a thread), run them
+(:mod:`.predict`), merge the logits in bounded memory (:mod:`.merge`) and stream the labels into
+a temporary GeoTIFF (:mod:`.writers`); sieve and polygonise (:mod:`.polygons`) and only then
+move the files into place. Any error or cancellation removes what the run wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, ModelCard, load_checkpoint
+from .merge import StreamingMerger
+from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
+from .patches import PatchSource
+from .plan import make_plan, resolve_window, window_geotransform
+from .polygons import is_projected, pixel_area, polygonize, sieve
+from .predict import Predictor, resolve_device
+from .protocol import check_model
+from .reader import GdalReader, WindowReader
+from .writers import NODATA, ClassRasterWriter, part_path, remove_quietly
+
+log = logging.getLogger(__name__)
+
+# Shares of the progress bar: patches, then sieve + polygons when asked for.
+_PATCH_END_WITH_VECTOR = 0.85
+
+
+def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
+            is_cancelled: CancelFn | None = None, reader: WindowReader | None = None,
+            model: torch.nn.Module | None = None, card: ModelCard | None = None
+            ) -> SegmentResult:
+    """Segment ``options.input`` (or ``reader``) into ``options.output`` (+ ``options.vector``).
+
+    Args:
+        options: what to do (see :class:`SegmentOptions`).
+        progress: called with (fraction, message) as the run advances.
+        is_cancelled: polled at least once per batch; True stops the run with :class:`Cancelled`
+            and leaves no output.
+        reader: read pixels through this instead of opening ``options.input`` with GDAL (the
+            caller keeps ownership and closes it).
+        model, card: an already loaded model following
+            :class:`~model_core.inference.protocol.SegmentationModel` and its card, instead of
+            loading ``options.model``; both or neither.
+
+    Raises:
+        FileNotFoundError, ValueError, PermissionError, CheckpointError (a ValueError): bad
+            input, with the problem and the remedy in the message. :class:`Cancelled`.
+    """
+    t0 = time.perf_counter()
+    report = _monotonic(progress)
+    cancelled = is_cancelled or (lambda: False)
+    own_reader = reader is None
+    if own_reader:
+        reader = GdalReader(options.input)
+    try:
+        _check_outputs(options, reader)
+        window = resolve_window((reader.width, reader.height), reader.geotransform,
+                                options.extent, options.window)
+        device = resolve_device(options.device)
+        model, card = _model(options, model, card, device)
+        bands = resolve_bands(options.bands, card.bands, reader.band_count,
+                              model.config.in_chans)
+        scale = _scale(options.scale, card, reader)
+        if cancelled():
+            raise Cancelled("segmentation cancelled before it started")
+        return _run(options, reader, window, model, card, bands, scale, device, report,
+                    cancelled, t0)
+    finally:
+        if own_reader:
+            reader.close()
+
+
+# --------------------------------------------------------------------------- the run
+def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, int, int],
+         model: torch.nn.Module, card: ModelCard, bands: list[int],
+         scale: tuple[float, float], device: torch.device, report: ProgressFn,
+         cancelled: CancelFn, t0: float) -> SegmentResult:
+    cfg = model.config
+    k = int(cfg.num_classes)
+    p = int(cfg.patch_size)
+    plan = make_plan((reader.width, reader.height), p, window, k, options.memory_mb,
+                     options.min_overlap)
+    streams = {name: cfg.context_spec(name) for name in model.context_streams}
+    source = PatchSource(reader, bands, scale, p, streams)
+    predictor = Predictor(model, device, options.tta)
+    wx, wy, ww, wh = window
+    has_gt = getattr(reader, "has_geotransform", True)
+    gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None
+    log.info("segmenting %d x %d px of %s: %d x %d patches of %d px (%d to run), contexts %s, "
+             "device %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
+             streams or "none", device, ", TTA x8" if options.tta else "")
+
+    writer = ClassRasterWriter(options.output, ww, wh, gt, reader.crs_wkt, card.classes)
+    vector_tmp = part_path(options.vector, ".part.gpkg") if options.vector else None
+    sieve_tmp = part_path(options.output, ".sieve.part") if options.vector else None
+    try:
+        for name in source.global_streams:
+            report(0.0, f"encoding the global context ({name})")
+            predictor.set_global(name, source.global_image())
+        merger = StreamingMerger(plan, k, lambda x, y, lab: writer.write(x - wx, y - wy, lab),
+                                 NODATA)
+        end = _PATCH_END_WITH_VECTOR if options.vector else 0.98
+        _run_patches(plan, source, predictor, merger, options, report, cancelled, end)
+        if not merger.done:
+            raise RuntimeError("internal error: some output cells never received all their "
+                               "patches")
+        log.info("merge: at most %.1f MiB of logits held at once (all logits would be %.0f MiB)",
+                 merger.peak_cells_bytes / 2 ** 20, 4.0 * k * ww * wh / 2 ** 20)
+        writer.close()
+        class_pixels = merger.class_pixels
+        raster_tmp = writer.tmp
+        threshold = _sieve_pixels(options, gt)
+        if options.sieve_raster and threshold > 1:
+            report(end, f"sieving regions under {threshold} px")
+            sieve(raster_tmp, None, threshold, is_cancelled=cancelled)
+            class_pixels = _histogram(raster_tmp, k)
+        if options.vector:
+            poly_src = raster_tmp
+            if threshold > 1 and not options.sieve_raster:
+                report(end, f"sieving regions under {threshold} px")
+                sieve(raster_tmp, sieve_tmp, threshold,
+                      progress=lambda f: report(end + 0.05 * f, "sieving"),
+                      is_cancelled=cancelled)
+                poly_src = sieve_tmp
+            remove_quietly(vector_tmp)
+            n = polygonize(poly_src, vector_tmp, options.layer_name, card.classes,
+                           progress=lambda f: report(end + 0.05 + 0.09 * f, "polygonising"),
+                           is_cancelled=cancelled)
+            log.info("%d polygons", n)
+        if cancelled():
+            raise Cancelled("segmentation cancelled")
+        if options.vector:
+            os.replace(vector_tmp, options.vector)
+        try:
+            output = writer.commit()
+        except BaseException:
+            if options.vector:   # the pair is published together or not at all
+                remove_quietly(options.vector)
+            raise
+    except BaseException:
+        writer.abort()
+        remove_quietly(*(p for p in (vector_tmp, sieve_tmp) if p is not None))
+        raise
+    finally:
+        if sieve_tmp is not None:
+            remove_quietly(sieve_tmp)
+    report(1.0, "done")
+
+    projected = is_projected(reader.crs_wkt)
+    area = pixel_area(gt) if projected else 1.0
+    by_id = card.class_by_id()
+    ids = sorted(set(by_id) | {i for i in range(k) if class_pixels[i]})
+    return SegmentResult(
+        output=str(output), vector=str(options.vector) if options.vector else None,
+        width=ww, height=wh, grid=plan.grid, patches=len(plan.patches), device=str(device),
+        seconds=time.perf_counter() - t0,
+        class_pixels={i: int(class_pixels[i]) for i in ids},
+        class_areas={i: float(class_pixels[i]) * area for i in ids},
+        class_names={i: by_id[i].name if i in by_id else f"class {i}" for i in ids},
+        class_colors={i: tuple(by_id[i].color) if i in by_id else (128, 128, 128) for i in ids},
+        window=tuple(window), nodata=NODATA)
+
+
+def _run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
+                 options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
+                 end: float) -> None:
+    """Batches in plan order; the next batch is read while the current one runs."""
+    bs = max(1, int(options.batch_size))
+    batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
+    total = len(plan.patches)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fctl-read") if options.prefetch else None
+    load: Callable[[list], Future] | None = (lambda b: pool.submit(source.load, b)) \
+        if pool is not None else None
+    try:
+        pending = load(batches[0]) if load else None
+        done = 0
+        for i, patches in enumerate(batches):
+            if cancelled():
+                raise Cancelled("segmentation cancelled")
+            batch = pending.result() if pending is not None else source.load(patches)
+            if load is not None and i + 1 < len(batches):
+                pending = load(batches[i + 1])
+            logits = predictor(batch)
+            for j, patch in enumerate(batch.patches):
+                merger.add(patch, logits[j], batch.valid[j])
+            done += len(patches)
+            report(end * done / total, f"patch {done}/{total}")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- checks
+def _monotonic(progress: ProgressFn | None) -> ProgressFn:
+    """Progress clamped to [0, 1] and never going back (GDAL's steps may overshoot)."""
+    last = [0.0]
+
+    def report(fraction: float, message: str) -> None:
+        last[0] = max(last[0], min(max(float(fraction), 0.0), 1.0))
+        if progress is not None:
+            progress(last[0], message)
+    return report
+
+
+def _model(options: SegmentOptions, model: torch.nn.Module | None, card: ModelCard | None,
+           device: torch.device) -> tuple[torch.nn.Module, ModelCard]:
+    if (model is None) != (card is None):
+        raise ValueError("pass both model and card (an already loaded model), or neither")
+    if model is None:
+        try:
+            model, card = load_checkpoint(options.model, device)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # safetensors/torch errors on a damaged file
+            raise CheckpointError(f"cannot load the model {options.model or 'default'}: {exc}; "
+                                  "the file is damaged or not an FCtL checkpoint") from exc
+    check_model(model)
+    if model.config.num_classes != card.config.num_classes:
+        raise CheckpointError(f"the model has {model.config.num_classes} classes but its card "
+                              f"{card.config.num_classes}")
+    if model.config.num_classes > NODATA:
+        raise ValueError(f"{model.config.num_classes} classes do not fit the uint8 output "
+                         f"(ids 0..{NODATA - 1}; {NODATA} is nodata)")
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    return model, card
+
+
+def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count: int,
+                  in_chans: int) -> list[int]:
+    """1-based raster bands fed to the network: ``requested`` (--bands) or the model's; a
+    single-band raster is replicated to the model's channels (grey -> RGB)."""
+    if requested:
+        bands = [int(b) for b in requested]
+        bad = [b for b in bands if not 1 <= b <= band_count]
+        if bad:
+            raise ValueError(f"band(s) {bad} do not exist: the raster has {band_count} band(s)")
+        if len(bands) == 1 and in_chans > 1:
+            log.info("band %d replicated to the model's %d input channels", bands[0], in_chans)
+            return bands * in_chans
+        if len(bands) != in_chans:
+            raise ValueError(f"{len(bands)} band(s) {bands} given but the model takes "
+                             f"{in_chans} channels: give {in_chans} bands (or one to replicate)")
+        return bands
+    bands = [int(b) for b in card_bands]
+    if all(1 <= b <= band_count for b in bands):
+        return bands
+    if band_count == 1:
+        log.info("single-band raster: band 1 replicated to the model's %d channels", in_chans)
+        return [1] * in_chans
+    raise ValueError(f"the raster has {band_count} band(s) but the model reads bands {bands}: "
+                     f"choose {in_chans} of its bands with --bands (e.g. --bands "
+                     f"{' '.join(str(i) for i in range(1, min(in_chans, band_count) + 1))})")
+
+
+def _scale(requested: tuple[float, float] | None, card: ModelCard,
+           reader: WindowReader) -> tuple[float, float]:
+    if requested is not None:
+        lo, hi = (float(v) for v in requested)
+        if not hi > lo:
+            raise ValueError(f"scale {tuple(requested)} is empty: give lo hi with hi > lo")
+        return lo, hi
+    lo, hi = card.scale
+    dtype = np.dtype(getattr(reader, "dtype", np.uint8))
+    if dtype.kind in "ui" and dtype.itemsize > 1 and hi <= 255:
+        log.warning("the raster is %s but the model scales %g..%g to [0, 1]: brighter values "
+                    "are clipped; pass --scale LO HI for this data", dtype, lo, hi)
+    return lo, hi
+
+
+def _check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
+    inputs = {os.path.realpath(p) for p in (options.input, getattr(reader, "path", None))
+              if p and os.path.exists(p)}
+    out = os.path.realpath(options.output)
+    if out in inputs:
+        raise ValueError(f"the output {options.output} is the input raster: choose another "
+                         "output path (the input is never modified)")
+    _check_folder(options.output, "output")
+    if options.vector:
+        vec = os.path.realpath(options.vector)
+        if vec in inputs or vec == out:
+            raise ValueError(f"the polygon output {options.vector} is the input or the raster "
+                             "output: choose another path")
+        if Path(options.vector).suffix.lower() != ".gpkg":
+            raise ValueError(f"polygons are written as a GeoPackage: give a .gpkg path, not "
+                             f"{options.vector}")
+        _check_folder(options.vector, "polygon output")
+    if options.min_area_unit not in ("pixels", "map"):
+        raise ValueError(f"min_area_unit must be 'pixels' or 'map', got "
+                         f"{options.min_area_unit!r}")
+    if options.min_area < 0:
+        raise ValueError(f"min_area must be >= 0, got {options.min_area}")
+
+
+def _check_folder(path: str, what: str) -> None:
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the {what} folder {folder} does not exist: create it or "
+                                "choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"the {what} folder {folder} is not writable: choose another "
+                              "path")
+
+
+def _sieve_pixels(options: SegmentOptions, gt) -> int:
+    if options.min_area <= 0:
+        return 0
+    if options.min_area_unit == "map":
+        return int(np.ceil(options.min_area / pixel_area(gt)))
+    return int(np.ceil(options.min_area))
+
+
+def _histogram(path: Path, k: int) -> np.ndarray:
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    hist = ds.GetRasterBand(1).GetHistogram(-0.5, 255.5, 256, 0, 0)
+    return np.asarray(hist[:k], np.int64)

@@ -1,0 +1,191 @@
+"""Reading a batch: local patches I, their medium/large contexts M and L, boxes and validity.
+
+Every window comes from :mod:`model_core.geometry`. Context windows are centred on the patch and
+snapped to whole pixels; the part outside the raster is black (0), so the patch's box stays
+centred, as in the reference code, which pads the image before cutting contexts. Contexts inside
+the raster are read with decimated reads straight to the patch size (a 1524 px context of a
+508 px patch reads about 508^2 values, not 1524^2); one crossing the border is padded at full
+resolution and then box-filtered, which gives the same values the padded image would. The
+global context (the whole raster, padded to at least one patch) is read once per run.
+Raw values are scaled to [0, 1] as (raw - lo) / (hi - lo), clipped; nodata and NaN become 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..geometry import Window, box_in, context_window
+from .plan import Patch
+from .reader import WindowReader
+
+# Largest border-crossing window padded at full resolution (larger ones are read decimated).
+MAX_PADDED_PIXELS = 4096 * 4096
+
+
+@dataclass
+class Batch:
+    """Inputs of one forward pass, as numpy arrays (B = len(patches)).
+
+    ``local`` and ``contexts`` are in [0, 1], (B, C, P, P); ``boxes[name]`` (B, 4) is where each
+    patch lies in its ``name`` context (every context stream, the cached global one included);
+    ``valid`` (B, P, P) is False on nodata and outside the raster.
+    """
+
+    patches: list[Patch]
+    local: np.ndarray
+    contexts: dict[str, np.ndarray]
+    boxes: dict[str, np.ndarray]
+    valid: np.ndarray
+
+    @property
+    def empty(self) -> np.ndarray:
+        """(B,) True for patches without a single valid pixel (their forward is skipped)."""
+        return ~self.valid.reshape(len(self.patches), -1).any(axis=1)
+
+
+class PatchSource:
+    """Reads patches and contexts of ``reader`` for a model.
+
+    Args:
+        reader: the raster.
+        bands: 1-based bands fed to the network, in order (repeats allowed: 1, 1, 1).
+        scale: raw (lo, hi) mapped to [0, 1], clipped.
+        patch_size: P.
+        streams: context name -> spec ("x3", "1524", "global") for the contexts the model needs.
+    """
+
+    def __init__(self, reader: WindowReader, bands: Sequence[int], scale: tuple[float, float],
+                 patch_size: int, streams: dict[str, str]) -> None:
+        self.reader = reader
+        self.bands = [int(b) for b in bands]
+        self.lo, self.hi = float(scale[0]), float(scale[1])
+        self.p = int(patch_size)
+        self.streams = dict(streams)
+        w, h = reader.width, reader.height
+        # The global context: the whole raster, padded to at least one patch (tiny rasters)
+        # so that every patch's box lies inside it.
+        self.global_window = context_window(Window(0, 0, self.p, self.p), "global", self.p,
+                                            (max(w, self.p), max(h, self.p)))
+        self._nodata = [reader.nodata[b - 1] if reader.nodata else None for b in self.bands]
+
+    @property
+    def global_streams(self) -> list[str]:
+        return [n for n, s in self.streams.items() if str(s).lower() == "global"]
+
+    # ------------------------------------------------------------------ windows
+    def context_window(self, patch: Window, name: str) -> Window:
+        """The ``name`` context of ``patch``, snapped to whole pixels."""
+        spec = self.streams[name]
+        if str(spec).lower() == "global":
+            return self.global_window
+        win = context_window(patch, spec, self.p, (self.reader.width, self.reader.height))
+        w, h = round(win.w), round(win.h)
+        cx, cy = patch.x + patch.w / 2, patch.y + patch.h / 2
+        return Window(float(math.floor(cx - w / 2 + 0.5)), float(math.floor(cy - h / 2 + 0.5)),
+                      float(w), float(h))
+
+    # ------------------------------------------------------------------ reads
+    def global_image(self) -> np.ndarray:
+        """The global context resized to (C, P, P), in [0, 1]."""
+        return self.image(self.global_window, self.p, self.p)[0]
+
+    def load(self, patches: list[Patch]) -> Batch:
+        """Read the inputs of ``patches``."""
+        b, p, c = len(patches), self.p, len(self.bands)
+        local = np.zeros((b, c, p, p), np.float32)
+        valid = np.zeros((b, p, p), bool)
+        read_streams = [n for n in self.streams if n not in self.global_streams]
+        contexts = {n: np.zeros((b, c, p, p), np.float32) for n in read_streams}
+        boxes = {n: np.zeros((b, 4), np.float32) for n in self.streams}
+        for i, patch in enumerate(patches):
+            win = patch.window
+            local[i], ok = self.image(win, p, p)
+            valid[i] = ok & self._valid(win)
+            local[i][:, ~valid[i]] = 0.0
+            for name in self.streams:
+                ctx = self.context_window(win, name)
+                boxes[name][i] = box_in(win, ctx)
+                if name in contexts:
+                    contexts[name][i] = self.image(ctx, p, p)[0]
+        return Batch(list(patches), local, contexts, boxes, valid)
+
+    def image(self, win: Window, out_w: int, out_h: int) -> tuple[np.ndarray, np.ndarray]:
+        """An integral window resized to (C, out_h, out_w) in [0, 1], 0 outside the raster and
+        on nodata; and where (out_h, out_w) holds valid values (meaningful unresized).
+
+        Windows inside the raster use the reader's decimated read. A window crossing the border
+        is padded with 0 at full resolution and then area-resized, exactly as the reference
+        pads the image before cutting contexts (a padded window larger than
+        :data:`MAX_PADDED_PIXELS` is instead read decimated and placed to within half a pixel).
+        """
+        w, h = self.reader.width, self.reader.height
+        x0, y0, ww, wh = int(win.x), int(win.y), int(win.w), int(win.h)
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        ix1, iy1 = min(x0 + ww, w), min(y0 + wh, h)
+        same = (ww, wh) == (out_w, out_h)
+        if (ix0, iy0, ix1, iy1) == (x0, y0, x0 + ww, y0 + wh):
+            raw = self.reader.read(x0, y0, ww, wh, self.bands, out_w=None if same else out_w,
+                                   out_h=None if same else out_h)
+            return self._scaled(raw)
+        c = len(self.bands)
+        if ix1 <= ix0 or iy1 <= iy0:
+            return np.zeros((c, out_h, out_w), np.float32), np.zeros((out_h, out_w), bool)
+        if ww * wh <= MAX_PADDED_PIXELS:
+            full = np.zeros((c, wh, ww), np.float32)
+            ok = np.zeros((wh, ww), bool)
+            inner = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+            full[(slice(None), *inner)], ok[inner] = self._scaled(
+                self.reader.read(ix0, iy0, ix1 - ix0, iy1 - iy0, self.bands))
+            if same:
+                return full, ok
+            return _area_resize(full, out_w, out_h), np.zeros((out_h, out_w), bool)
+        out = np.zeros((c, out_h, out_w), np.float32)
+        j0, j1 = _span(ix0 - x0, ix1 - x0, ww / out_w, out_w)
+        i0, i1 = _span(iy0 - y0, iy1 - y0, wh / out_h, out_h)
+        out[:, i0:i1, j0:j1] = self._scaled(self.reader.read(
+            ix0, iy0, ix1 - ix0, iy1 - iy0, self.bands, out_w=j1 - j0, out_h=i1 - i0))[0]
+        return out, np.zeros((out_h, out_w), bool)
+
+    def _valid(self, win: Window) -> np.ndarray:
+        """The reader's validity (P, P) of a local patch; False outside the raster."""
+        w, h = self.reader.width, self.reader.height
+        out = np.zeros((int(win.h), int(win.w)), bool)
+        x0, y0 = int(win.x), int(win.y)
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        ix1, iy1 = min(x0 + int(win.w), w), min(y0 + int(win.h), h)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = self.reader.valid(
+                ix0, iy0, ix1 - ix0, iy1 - iy0, self.bands)
+        return out
+
+    def _scaled(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(raw - lo) / (hi - lo) clipped to [0, 1], with nodata and NaN set to 0; and the
+        (h, w) mask of pixels valid in every band."""
+        bad = ~np.isfinite(raw)
+        for i, nd in enumerate(self._nodata):
+            if nd is not None and not math.isnan(nd):
+                bad[i] |= raw[i] == np.float32(nd)
+        x = (raw - np.float32(self.lo)) * np.float32(1.0 / (self.hi - self.lo))
+        np.clip(x, 0.0, 1.0, out=x)
+        x[bad] = 0.0
+        return x, ~bad.any(axis=0)
+
+
+def _area_resize(x: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """Box-filter resize (C, H, W) -> (C, out_h, out_w): block means for integral factors."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x))[None]
+    return torch.nn.functional.interpolate(t, size=(out_h, out_w), mode="area")[0].numpy()
+
+
+def _span(a: float, b: float, scale: float, n: int) -> tuple[int, int]:
+    """Output pixels [j0, j1) onto which window pixels [a, b) land at ``scale`` window px per
+    output px: exact for integral scales, within half an output pixel otherwise."""
+    j0 = min(max(int(math.floor(a / scale + 0.5)), 0), n - 1)
+    j1 = min(max(int(math.floor(b / scale + 0.5)), j0 + 1), n)
+    return j0, j1

@@ -1,0 +1,126 @@
+"""Running the model on a batch: device, mixed precision, cached global context and test-time
+augmentation (TTA).
+
+TTA as in the paper: {identity, horizontal flip} x {0, 90, 180, 270 degrees}, 8 passes. Each pass
+transforms the patch, its contexts and the patch's boxes inside them alike (and uses the global
+context's features encoded under the same transform); its logits are transformed back and summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .patches import Batch
+
+log = logging.getLogger(__name__)
+
+Transform = tuple[int, bool]   # (quarter turns, horizontal flip first)
+TRANSFORMS: tuple[Transform, ...] = tuple((k, f) for f in (False, True) for k in range(4))
+IDENTITY: tuple[Transform, ...] = ((0, False),)
+
+
+def apply_image(x: Tensor, t: Transform) -> Tensor:
+    """Transform images (..., H, W): flip left-right, then rotate ``k`` quarter turns."""
+    k, flip = t
+    if flip:
+        x = x.flip(-1)
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def undo_image(y: Tensor, t: Transform) -> Tensor:
+    """Inverse of :func:`apply_image`."""
+    k, flip = t
+    if k:
+        y = torch.rot90(y, -k, dims=(-2, -1))
+    return y.flip(-1) if flip else y
+
+
+def apply_box(box: Tensor, t: Transform) -> Tensor:
+    """Normalised boxes (B, 4) = (x0, y0, x1, y1) under the transform of :func:`apply_image`."""
+    k, flip = t
+    x0, y0, x1, y1 = box.unbind(-1)
+    if flip:
+        x0, x1 = 1 - x1, 1 - x0
+    for _ in range(k):   # a quarter turn of rot90 sends (x, y) to (y, 1 - x)
+        x0, y0, x1, y1 = y0, 1 - x1, y1, 1 - x0
+    return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    name = (device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but PyTorch sees no CUDA GPU here: use "
+                         "--device cpu (or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+class Predictor:
+    """Logits of batches: ``predictor(batch)`` -> float32 numpy (B, K, P, P).
+
+    Patches without any valid pixel are not run (their logits are 0; they only cover nodata).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, tta: bool = False,
+                 amp: bool | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.transforms = TRANSFORMS if tta else IDENTITY
+        self.amp = (device.type == "cuda") if amp is None else amp
+        self.k = int(model.config.num_classes)
+        self._cached: dict[Transform, dict[str, Tensor]] = {t: {} for t in self.transforms}
+
+    @contextlib.contextmanager
+    def _mode(self) -> Iterator[None]:
+        with torch.inference_mode():
+            if self.amp:
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16):
+                    yield
+            else:
+                yield
+
+    def set_global(self, name: str, image: np.ndarray) -> None:
+        """Encode the global context ``image`` (C, P, P) once per transform."""
+        x = torch.from_numpy(image[None]).to(self.device)
+        with self._mode():
+            for t in self.transforms:
+                self._cached[t][name] = self.model.encode_context(apply_image(x, t))
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        b = len(batch.patches)
+        p = batch.local.shape[-1]
+        out = np.zeros((b, self.k, p, p), np.float32)
+        run = np.flatnonzero(~batch.empty)
+        if run.size == 0:
+            return out
+        dev = self.device
+        local = torch.from_numpy(batch.local[run]).to(dev, non_blocking=True)
+        contexts = {n: torch.from_numpy(a[run]).to(dev, non_blocking=True)
+                    for n, a in batch.contexts.items()}
+        boxes = {n: torch.from_numpy(a[run]).to(dev) for n, a in batch.boxes.items()}
+        total: Tensor | None = None
+        with self._mode():
+            for t in self.transforms:
+                kw = {n: apply_image(x, t) for n, x in contexts.items()}
+                cached = {n: f.expand(len(run), *f.shape[1:])
+                          for n, f in self._cached[t].items()}
+                tb = {n: apply_box(x, t) for n, x in boxes.items()}
+                logits = self.model(apply_image(local, t), **kw, cached=cached, boxes=tb)
+                if tuple(logits.shape) != (len(run), self.k, p, p):
+                    raise ValueError(f"the model returned logits of shape {tuple(logits.shape)}"
+                                     f", expected {(len(run), self.k, p, p)} (batch, classes, "
+                                     "patch, patch)")
+                logits = undo_image(logits.float(), t)
+                total = logits if total is None else total + logits
+        out[run] = total.cpu().numpy()
+        return out

@@ -1,0 +1,108 @@
+"""Dataset choice for the command line: layout + split -> images and the card's data info."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .data import (DEEPGLOBE_CLASSES, DEEPGLOBE_IGNORE, INRIA_CLASSES, LabelledImage,
+                   load_deepglobe, load_inria, load_raster_pair, parse_ids)
+from .loop import DataInfo
+
+LAYOUTS = ("deepglobe", "inria", "raster")
+
+# The DeepGlobe split of ../shared/data/README.md (test only for the final figures).
+DEEPGLOBE_SPLIT = {
+    "train": ["119", "266", "606", "2774", "3484", "10233", "19627", "104113", "180902", "482365"],
+    "val": ["855", "172307"],
+    "test": ["6399", "10452", "794214"],
+}
+
+
+def parse_classes(spec: str) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """``"0:background:#000000,1:building:#ff0000"`` -> [(id, name, (r, g, b))]."""
+    out = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 3:
+            raise ValueError(f"class {item!r}: write classes as id:name:#rrggbb, comma-separated")
+        cid, name, col = parts
+        col = col.lstrip("#")
+        if len(col) != 6:
+            raise ValueError(f"class {item!r}: colour must be #rrggbb")
+        out.append((int(cid), name, tuple(int(col[i:i + 2], 16) for i in (0, 2, 4))))
+    return out
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--layout", choices=LAYOUTS, default="deepglobe",
+                   help="deepglobe: <id>_sat.jpg + <id>_mask.png; inria: images/*.tif + gt/*.tif; "
+                        "raster: --image/--labels pairs (label raster or polygon layer)")
+    g.add_argument("--root", help="dataset folder (deepglobe, inria layouts)")
+    g.add_argument("--train-ids", help="training ids: comma-separated or a text file")
+    g.add_argument("--val-ids", help="validation ids (model selection)")
+    g.add_argument("--image", action="append", default=[], help="raster layout: training image")
+    g.add_argument("--labels", action="append", default=[],
+                   help="raster layout: label raster or polygon layer of each --image")
+    g.add_argument("--val-image", action="append", default=[])
+    g.add_argument("--val-labels", action="append", default=[])
+    g.add_argument("--field", help="class-id field of polygon label layers")
+    g.add_argument("--classes", help="raster layout: id:name:#rrggbb,... (default: ids found)")
+    g.add_argument("--ignore-index", type=int, default=None,
+                   help="label value excluded from loss and metrics (deepglobe: 0)")
+    g.add_argument("--bands", help="1-based input bands, e.g. 1,2,3 (raster layout)")
+    g.add_argument("--scale", help="raw range mapped to [0,1], lo,hi (default 0,255)")
+    g.add_argument("--gsd", type=float, help="ground sample distance of the data in metres")
+
+
+def load_split(args: argparse.Namespace, which: str) -> list[LabelledImage]:
+    """Images of the ``train``/``val``/``test`` split described by ``args``."""
+    ids_arg = {"train": args.train_ids, "val": args.val_ids,
+               "test": getattr(args, "test_ids", None)}[which]
+    if args.layout in ("deepglobe", "inria"):
+        if not args.root:
+            raise ValueError(f"--root is required with --layout {args.layout}")
+        if not Path(args.root).is_dir():
+            raise FileNotFoundError(f"dataset folder {args.root} does not exist")
+        ids = parse_ids(ids_arg)
+        if ids is None and args.layout == "deepglobe":
+            ids = DEEPGLOBE_SPLIT[which]
+        if ids is None:
+            return []
+        loader = load_deepglobe if args.layout == "deepglobe" else load_inria
+        return loader(args.root, ids)
+    images = {"train": args.image, "val": args.val_image,
+              "test": getattr(args, "test_image", [])}[which]
+    labels = {"train": args.labels, "val": args.val_labels,
+              "test": getattr(args, "test_labels", [])}[which]
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} {which} image(s) but {len(labels)} label file(s): give "
+                         "one --labels per --image")
+    bands = [int(b) for b in args.bands.split(",")] if args.bands else None
+    return [load_raster_pair(i, lab, bands=bands, field=args.field)
+            for i, lab in zip(images, labels)]
+
+
+def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo:
+    scale = tuple(float(v) for v in args.scale.split(",")) if args.scale else (0.0, 255.0)
+    if args.layout == "deepglobe":
+        ignore = DEEPGLOBE_IGNORE if args.ignore_index is None else args.ignore_index
+        return DataInfo(DEEPGLOBE_CLASSES, ignore, [1, 2, 3], scale, args.gsd or 0.5,
+                        name="FCtL DeepGlobe land cover",
+                        description="DeepGlobe Land Cover classes (unknown is ignored)")
+    if args.layout == "inria":
+        return DataInfo(INRIA_CLASSES, args.ignore_index, [1, 2, 3], scale, args.gsd or 0.3,
+                        name="FCtL Inria buildings")
+    if args.classes:
+        classes = parse_classes(args.classes)
+    else:
+        found = sorted(set(np.unique(np.concatenate([np.unique(im.label) for im in images]))))
+        rng = np.random.default_rng(0)
+        classes = [(int(c), f"class {c}", tuple(int(v) for v in rng.integers(0, 256, 3)))
+                   for c in found]
+    bands = [int(b) for b in args.bands.split(",")] if args.bands else \
+        list(range(1, images[0].image.shape[0] + 1))
+    return DataInfo(classes, args.ignore_index, bands, scale, args.gsd)

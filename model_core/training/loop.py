@@ -1,0 +1,254 @@
+"""The training loop with the paper's recipe (Sec. 4.2): Adam, lr 5e-5 with poly decay (power 0.9),
+focal loss (gamma 3), gradient accumulation to an effective batch; CUDA with mixed precision when
+available, resume, a CSV log and PNG plot per epoch, best checkpoint by validation mIoU.
+
+Outputs in ``out_dir``: ``best.safetensors`` (best validation mIoU), ``last.safetensors`` +
+``last_state.pt`` (optimizer and progress, for ``--resume``), ``log.csv`` and ``log.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import ClassInfo, ModelCard, save_checkpoint
+from ..config import FCtLConfig
+from ..losses import FocalLoss
+from ..models import FCtL
+from .data import LabelledImage
+from .metrics import Scores, confusion_matrix
+from .predict import predict_image
+from .pretrained import init_pretrained
+from .sampling import ContextCutter, RandomSampler
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the defaults are the paper's recipe; epochs scale with the budget).
+
+    ``steps_per_epoch`` counts mini-batches of ``batch_size`` random patches; the optimizer steps
+    every ``accumulate`` mini-batches (effective batch = batch_size x accumulate).
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 4
+    accumulate: int = 2
+    lr: float = 5e-5
+    poly_power: float = 0.9
+    focal_gamma: float = 3.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    pretrained: str | None = "imagenet"
+    augment: bool = True
+    val_batch_size: int = 4
+    threads: int | None = None
+
+
+@dataclass
+class DataInfo:
+    """What the card records about the data: classes, ignore class, bands, scaling, GSD."""
+
+    classes: list[tuple[int, str, tuple[int, int, int]]]
+    ignore_index: int | None
+    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
+    scale: tuple[float, float] = (0.0, 255.0)
+    gsd: float | None = None
+    name: str = "FCtL model"
+    description: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def poly_lr(step: int, total: int, power: float) -> float:
+    """Poly decay factor (1 - step / total) ^ power."""
+    return max(0.0, 1.0 - step / max(1, total)) ** power
+
+
+def make_card(config: FCtLConfig, info: DataInfo, provenance: dict[str, Any]) -> ModelCard:
+    return ModelCard(config=config,
+                     classes=[ClassInfo(i, n, c) for i, n, c in info.classes],
+                     ignore_index=info.ignore_index, bands=list(info.bands), scale=info.scale,
+                     gsd=info.gsd, name=info.name, description=info.description,
+                     provenance={**info.provenance, **provenance})
+
+
+def validate(model: FCtL, images: list[LabelledImage], cutter: ContextCutter, num_classes: int,
+             ignore_index: int | None, device: torch.device, batch_size: int = 4,
+             names: dict[int, str] | None = None) -> Scores:
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for im in images:
+        pred = predict_image(model, im.image, cutter, batch_size, device)
+        cm += confusion_matrix(im.label, pred, num_classes, ignore_index)
+    return Scores(cm, ignore_index, names or {})
+
+
+def train(config: FCtLConfig, train_images: list[LabelledImage],
+          val_images: list[LabelledImage], info: DataInfo, out_dir: str | Path,
+          tc: TrainConfig | None = None, resume: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``config`` on ``train_images``, select on ``val_images``; returns the summary."""
+    from tqdm import tqdm
+
+    tc = tc or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    use_amp = tc.amp and device.type == "cuda"
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+
+    model = FCtL(config)
+    n_pre = init_pretrained(model, tc.pretrained)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    total_updates = math.ceil(tc.epochs * tc.steps_per_epoch / tc.accumulate)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: poly_lr(s, total_updates, tc.poly_power))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    crit = FocalLoss(tc.focal_gamma, info.ignore_index).to(device)
+
+    start_epoch, best, history, seconds = 0, -1.0, [], 0.0
+    state_file, csv_file = out / "last_state.pt", out / "log.csv"
+    if resume:
+        if not state_file.is_file():
+            raise FileNotFoundError(f"nothing to resume in {out}: {state_file} is missing")
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        st = torch.load(state_file, map_location=device, weights_only=True)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start_epoch, best, seconds = int(st["epoch"]), float(st["best"]), float(st["seconds"])
+        history = _read_log(csv_file)
+        log.info("resuming after epoch %d (best val mIoU %.4f)", start_epoch, best)
+    elif csv_file.exists():
+        csv_file.unlink()
+
+    sampler = RandomSampler(train_images, config, info.scale, tc.augment,
+                            seed=tc.seed + 1000 * start_epoch)
+    cutter = ContextCutter(config, info.scale)
+    base_prov = {
+        "train_ids": [im.id for im in train_images], "val_ids": [im.id for im in val_images],
+        "train": {**asdict(tc), "effective_batch": tc.batch_size * tc.accumulate,
+                  "pretrained_tensors": n_pre},
+    }
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.time()
+        model.train()
+        losses = []
+        bar = tqdm(range(tc.steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   mininterval=5.0, leave=False)
+        for step in bar:
+            s = sampler.batch(tc.batch_size).to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(s.local, s.contexts.get("medium"), s.contexts.get("large"),
+                               boxes=s.boxes)
+                loss = crit(logits, s.label)
+            scaler.scale(loss / tc.accumulate).backward()
+            if (step + 1) % tc.accumulate == 0 or step + 1 == tc.steps_per_epoch:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        bar.close()
+        scores = validate(model, val_images, cutter, config.num_classes, info.ignore_index,
+                          device, tc.val_batch_size, {i: n for i, n, _ in info.classes}
+                          ) if val_images else None
+        seconds += time.time() - t0
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * tc.steps_per_epoch,
+               "lr": opt.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
+               "val_miou": scores.miou if scores else float("nan"),
+               "val_pixel_accuracy": scores.pixel_accuracy if scores else float("nan"),
+               "seconds": round(seconds, 1)}
+        history.append(row)
+        _write_log(csv_file, history)
+        plot_log(history, out / "log.png")
+        prov = {**base_prov, "epochs": epoch + 1, "training_seconds": round(seconds, 1),
+                "val": scores.to_dict() if scores else None}
+        card = make_card(config, info, prov)
+        save_checkpoint(out / "last.safetensors", model, card)
+        score = row["val_miou"] if scores else -row["train_loss"]
+        if score > best:
+            best = score
+            save_checkpoint(out / "best.safetensors", model,
+                            make_card(config, info, {**prov, "selected": "best val mIoU"}))
+        _save_state(state_file, opt, sched, epoch + 1, best, seconds)
+        log.info("epoch %d: loss %.4f, val mIoU %.4f, %.0f s", epoch + 1, row["train_loss"],
+                 row["val_miou"], seconds)
+        if on_epoch:
+            on_epoch(row)
+    summary = {"best_val_miou": best, "epochs": tc.epochs, "seconds": round(seconds, 1),
+               "best": str(out / "best.safetensors"), "log": str(csv_file)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _save_state(path: Path, opt, sched, epoch: int, best: float, seconds: float) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
+                "best": best, "seconds": seconds}, tmp)
+    tmp.replace(path)
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
+    """PNG of training loss and validation mIoU per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [r["train_loss"] for r in rows], "o-", color="tab:red", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("focal loss", color="tab:red")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [r["val_miou"] for r in rows], "s-", color="tab:blue", label="val mIoU")
+    ax2.set_ylabel("validation mIoU", color="tab:blue")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".part.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,208 @@
+"""``fctl:segment`` end to end on GeoTIFFs made in the test, with a tiny random FCtL model:
+outputs, CRS, styling and class names, extent reprojection, bands and pixel size, a web tile
+layer, batch, cancellation and errors (qgis_process: test_processing_qgis_process.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingContext,
+                       QgsProcessingException, QgsProcessingFeedback, QgsProject,
+                       QgsRasterLayer, QgsVectorLayer)
+
+from plugin_fixtures import CLASSES, make_rgb, make_tiny_model
+
+import fctl_qgis
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture
+def provider(qgis_iface, qgis_processing):
+    plugin = fctl_qgis.classFactory(qgis_iface)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+def _run(params: dict, feedback: QgsProcessingFeedback | None = None,
+         context: QgsProcessingContext | None = None) -> dict:
+    import processing
+
+    return processing.run("fctl:segment", params, feedback=feedback or QgsProcessingFeedback(),
+                          context=context)
+
+
+def test_segment_writes_georeferenced_classes_and_polygons(tmp_path, tiny_model, provider):
+    raster = make_rgb(tmp_path / "in.tif", size=200)
+    out_r, out_v = tmp_path / "classes.tif", tmp_path / "polys.gpkg"
+    log = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            log.append(info)
+            super().pushInfo(info)
+
+    res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1, "BATCH_SIZE": 2,
+                "OUTPUT_RASTER": str(out_r), "OUTPUT_VECTOR": str(out_v)}, Feedback())
+    assert Path(res["OUTPUT_RASTER"]) == out_r and Path(res["OUTPUT_VECTOR"]) == out_v
+    assert res["DEVICE"] == "cpu" and res["PATCHES"] == 4          # 200 px, 128 px patches: 2 x 2
+    ds = gdal.Open(str(out_r))
+    assert (ds.RasterXSize, ds.RasterYSize) == (200, 200)
+    assert ds.GetGeoTransform() == pytest.approx((500000.0, 0.5, 0.0, 5000000.0, 0.0, -0.5))
+    labels = ds.ReadAsArray()
+    assert labels.dtype == np.uint8 and labels.max() < 7
+    text = "\n".join(log)
+    assert "Device: cpu" in text and "2 x 2 patches" in text and "Time:" in text
+    layer = QgsRasterLayer(str(out_r), "c", "gdal")
+    assert layer.crs().authid() == "EPSG:32631"
+    vec = QgsVectorLayer(str(out_v), "v", "ogr")
+    assert vec.isValid() and vec.featureCount() > 0 and vec.crs().authid() == "EPSG:32631"
+    assert {"class_id", "class_name"} <= set(vec.fields().names())
+    names = {f["class_name"] for f in vec.getFeatures()}
+    assert names <= {n for n, _ in CLASSES}
+    # MIN_AREA (square map units) merges small polygons into their neighbours
+    res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1, "MIN_AREA": 200.0,
+                "OUTPUT_RASTER": str(tmp_path / "c2.tif"),
+                "OUTPUT_VECTOR": str(tmp_path / "p2.gpkg")})
+    sieved = QgsVectorLayer(res["OUTPUT_VECTOR"], "s", "ogr")
+    assert 1 <= sieved.featureCount() < vec.featureCount()
+
+
+def test_loaded_results_are_styled_with_class_names(tmp_path, tiny_model, provider):
+    import processing
+
+    raster = make_rgb(tmp_path / "in.tif", size=150)
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    res = processing.runAndLoadResults(
+        "fctl:segment", {"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1,
+                         "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                         "OUTPUT_VECTOR": str(tmp_path / "p.gpkg")})
+    layers = {lyr.name(): lyr for lyr in project.mapLayers().values()}
+    assert set(layers) == {"FCtL classes", "FCtL polygons"}, res
+    ras = layers["FCtL classes"].renderer()
+    assert ras.type() == "paletted"
+    assert {c.value: c.label for c in ras.classes()} == {i: n for i, (n, _) in enumerate(CLASSES)}
+    assert ras.classes()[4].color.getRgb()[:3] == CLASSES[4][1]
+    vec = layers["FCtL polygons"].renderer()
+    assert vec.type() == "categorizedSymbol" and vec.classAttribute() == "class_id"
+    cats = {c.value(): (c.label(), c.symbol().color().getRgb()[:3]) for c in vec.categories()}
+    assert cats[1] == ("agriculture", (255, 255, 0))
+    project.removeAllMapLayers()
+
+
+def test_extent_in_another_crs_is_reprojected(tmp_path, tiny_model, provider):
+    raster = make_rgb(tmp_path / "in.tif", size=200)
+    # the raster's left half (x 500000-500050, full height), given in WGS 84
+    from qgis.core import QgsCoordinateTransform, QgsRectangle
+
+    utm = QgsCoordinateReferenceSystem("EPSG:32631")
+    wgs = QgsCoordinateReferenceSystem("EPSG:4326")
+    box = QgsCoordinateTransform(utm, wgs, QgsProject.instance()).transformBoundingBox(
+        QgsRectangle(500000.2, 4999900.2, 500049.8, 4999999.8))
+    extent = f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [EPSG:4326]"
+    res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "EXTENT": extent,
+                "OUTPUT_RASTER": str(tmp_path / "c.tif")})
+    ds = gdal.Open(res["OUTPUT_RASTER"])
+    gt = ds.GetGeoTransform()
+    assert 95 <= ds.RasterXSize <= 106 and 195 <= ds.RasterYSize <= 200
+    assert gt[0] == pytest.approx(500000.0, abs=1.0)
+
+
+def test_bands_and_pixel_size(tmp_path, tiny_model, provider):
+    raster = make_rgb(tmp_path / "in.tif", size=160)
+    res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "BANDS": [3, 2, 1],
+                "PIXEL_SIZE": 1.0, "OUTPUT_RASTER": str(tmp_path / "c.tif")})
+    ds = gdal.Open(res["OUTPUT_RASTER"])
+    assert (ds.RasterXSize, ds.RasterYSize) == (80, 80)     # 0.5 m pixels resampled to 1 m
+    assert ds.GetGeoTransform()[1] == pytest.approx(1.0)
+    with pytest.raises(QgsProcessingException, match="band"):
+        _run({"INPUT": str(raster), "MODEL": str(tiny_model), "BANDS": [1, 2, 5],
+              "OUTPUT_RASTER": str(tmp_path / "d.tif")})
+    assert not (tmp_path / "d.tif").exists()
+
+
+def test_xyz_layer_read_through_its_provider(tmp_path, tiny_model, provider):
+    """A web tile layer (GDAL cannot open it by path) segmented over an extent."""
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    for x in range(4):
+        for y in range(4):
+            img = QImage(256, 256, QImage.Format_ARGB32)
+            img.fill(QColor(30 + 60 * x, 40 + 60 * y, 120))
+            d = tmp_path / "tiles" / "2" / str(x)
+            d.mkdir(parents=True, exist_ok=True)
+            assert img.save(str(d / f"{y}.png"))
+    url = (tmp_path / "tiles").as_uri() + "/{z}/{x}/{y}.png"
+    layer = QgsRasterLayer(f"type=xyz&url={url}&zmin=2&zmax=2", "tiles", "wms")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        res = _run({"INPUT": layer.id(), "MODEL": str(tiny_model),
+                    "EXTENT": "-6000000,6000000,-4000000,4000000 [EPSG:3857]",
+                    "OUTPUT_RASTER": str(tmp_path / "c.tif")})
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    out = QgsRasterLayer(res["OUTPUT_RASTER"], "o", "gdal")
+    assert out.crs().authid() == "EPSG:3857"
+    res_m = 40075016.68557849 / 1024                    # zoom 2: 4 tiles of 256 px
+    assert out.width() == round(12000000 / res_m) and out.height() == round(8000000 / res_m)
+    assert out.extent().xMinimum() == pytest.approx(-6000000, abs=1)
+
+
+def test_batch_over_several_inputs(tmp_path, tiny_model, provider):
+    """What the batch dialog does: one algorithm, one context, a row of parameters per input."""
+    context = QgsProcessingContext()
+    outputs = []
+    for i, epsg in enumerate((32631, 3857, 2154)):
+        raster = make_rgb(tmp_path / f"in{i}.tif", size=100 + 10 * i, epsg=epsg, seed=i)
+        res = _run({"INPUT": str(raster), "MODEL": str(tiny_model),
+                    "OUTPUT_RASTER": str(tmp_path / f"out{i}.tif")}, context=context)
+        outputs.append((res["OUTPUT_RASTER"], 100 + 10 * i, epsg))
+    for path, size, epsg in outputs:
+        layer = QgsRasterLayer(path, "o", "gdal")
+        assert layer.width() == size and layer.crs().authid() == f"EPSG:{epsg}"
+
+
+def test_cancel_leaves_no_output(tmp_path, tiny_model, provider):
+    raster = make_rgb(tmp_path / "in.tif", size=300)
+    out = tmp_path / "out" / "c.tif"
+    out.parent.mkdir()
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p > 0 else None)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        _run({"INPUT": str(raster), "MODEL": str(tiny_model), "BATCH_SIZE": 1,
+              "OUTPUT_RASTER": str(out), "OUTPUT_VECTOR": str(tmp_path / "out" / "p.gpkg")},
+             feedback)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_bad_model_is_a_clear_error(tmp_path, tiny_model, provider):
+    """Checked before the run starts: the message reaches the log (the dialog, qgis_process)."""
+    raster = make_rgb(tmp_path / "in.tif", size=64)
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    errors = []
+
+    class Feedback(QgsProcessingFeedback):
+        def reportError(self, error, fatalError=False):  # noqa: N802,N803
+            errors.append(error)
+
+    with pytest.raises(QgsProcessingException):
+        _run({"INPUT": str(raster), "MODEL": str(bogus),
+              "OUTPUT_RASTER": str(tmp_path / "c.tif")}, Feedback())
+    assert any("not a readable safetensors checkpoint" in e for e in errors), errors
+    with pytest.raises(QgsProcessingException):
+        _run({"INPUT": str(raster), "MODEL": str(tiny_model),
+              "OUTPUT_RASTER": str(tmp_path / "c.png")}, Feedback())
+    assert any("must be a GeoTIFF" in e for e in errors), errors
+    assert not (tmp_path / "c.tif").exists() and not (tmp_path / "c.png").exists()
