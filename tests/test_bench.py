@@ -1,0 +1,35 @@
+"""`python -m model_core bench` writes its JSON and Markdown report (tiny config, small raster)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_report(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "model_core", "bench", "--out", str(out), "--backbone",
+         "mobilenetv3_small_050", "--patch-size", "96", "--rasters", "300", "--repeats", "1",
+         "--batch-size", "2", "--threads", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report["patch"]) == {"fctl", "baseline"}
+    for name in ("fctl", "baseline"):
+        assert report["patch"][name]["batch2"]["per_patch_s"] > 0
+        run = report["raster"]["300"][name]
+        assert run["wall_s"] > 0 and run["peak_rss_mb"] > 50
+    assert report["ratios"]["raster_300"] == pytest.approx(
+        report["raster"]["300"]["fctl"]["wall_s"] / report["raster"]["300"]["baseline"]["wall_s"])
+    assert {"encoder", "lcf", "ale", "decoder"} <= set(report["profile"]["fctl"])
+    assert set(report["profile"]["baseline"]) >= {"encoder", "decoder"}
+    md = (out / "bench.md").read_text()
+    assert "| 300 x 300 wall s |" in md and "FCtL / baseline" in md
