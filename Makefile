@@ -23,7 +23,7 @@ setup: $(STAMP)
 	fi
 	@touch $@
 
-$(VENV)/bin/python: .apt.stamp
+$(VENV)/bin/python: | .apt.stamp
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 
 $(STAMP): $(VENV)/bin/python requirements.txt constraints.txt

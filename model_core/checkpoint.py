@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -
     tmp = path.with_name(path.name + ".part")
     try:
         save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(card.to_dict())})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; a model is shareable
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

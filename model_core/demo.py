@@ -103,9 +103,14 @@ def count_features(vector: Path) -> int:
 def save_preview(image: Path, classes: Path, colors: dict[int, tuple[int, int, int]],
                  names: dict[int, str], out: Path) -> Path:
     """PNG with the image (first three bands, stretched) beside the coloured classes."""
+    import warnings
+
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with warnings.catch_warnings():
+        # Debian's mpl_toolkits (pulled in by QGIS) shadows pip's: only the 3D axes are lost.
+        warnings.simplefilter("ignore", UserWarning)
+        import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
     from osgeo import gdal
 

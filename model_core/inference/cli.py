@@ -43,7 +43,8 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         scale=tuple(_numbers(args.scale, float, 2, "--scale")) if args.scale else None,
         min_area=args.min_area, min_area_unit=args.min_area_unit,
         sieve_raster=args.sieve_raster, min_overlap=args.min_overlap,
-        layer_name=args.layer, memory_mb=args.memory_mb, prefetch=not args.no_prefetch)
+        layer_name=args.layer, memory_mb=args.memory_mb, prefetch=not args.no_prefetch,
+        compile=args.compile)
 
 
 def _keep_freed_memory() -> None:
@@ -156,5 +157,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="memory budget of the logit merge in MiB (never changes the labels)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="do not read the next batch in a background thread")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the network with torch.compile (CUDA, large rasters)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_run)

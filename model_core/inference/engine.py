@@ -94,7 +94,7 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                      options.min_overlap)
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
     source = PatchSource(reader, bands, scale, p, streams)
-    predictor = Predictor(model, device, options.tta)
+    predictor = Predictor(model, device, options.tta, compile=options.compile)
     wx, wy, ww, wh = window
     has_gt = getattr(reader, "has_geotransform", True)
     gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None

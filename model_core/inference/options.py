@@ -37,6 +37,7 @@ class SegmentOptions:
         memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
             rasters too wide for it run in column groups. Never changes the labels.
         prefetch: read the next batch in a background thread while the current one runs.
+        compile: run the network through ``torch.compile`` (worth it on CUDA for large rasters).
     """
 
     input: str
@@ -57,6 +58,7 @@ class SegmentOptions:
     layer_name: str = "classes"
     memory_mb: float = 1024.0
     prefetch: bool = True
+    compile: bool = False
 
 
 @dataclass

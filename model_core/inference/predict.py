@@ -72,11 +72,20 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, tta: bool = False,
-                 amp: bool | None = None) -> None:
-        self.model = model
+                 amp: bool | None = None, channels_last: bool = True,
+                 compile: bool = False) -> None:
         self.device = device
         self.transforms = TRANSFORMS if tta else IDENTITY
         self.amp = (device.type == "cuda") if amp is None else amp
+        # bf16 keeps fp32's range (no overflow in the attention logits); fp16 where unsupported.
+        self.amp_dtype = torch.bfloat16 if (device.type != "cuda" or
+                                            torch.cuda.is_bf16_supported()) else torch.float16
+        # NHWC runs the convolutions of batched patches about 2x faster on CPU (oneDNN) and is
+        # what tensor cores want on CUDA; the results differ only by float rounding.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(device=device, memory_format=self.memory_format)
+        self.model = model
+        self.forward = torch.compile(model, dynamic=False) if compile else model
         self.k = int(model.config.num_classes)
         self._cached: dict[Transform, dict[str, Tensor]] = {t: {} for t in self.transforms}
 
@@ -84,14 +93,15 @@ class Predictor:
     def _mode(self) -> Iterator[None]:
         with torch.inference_mode():
             if self.amp:
-                with torch.autocast(device_type=self.device.type, dtype=torch.float16):
+                with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
                     yield
             else:
                 yield
 
     def set_global(self, name: str, image: np.ndarray) -> None:
         """Encode the global context ``image`` (C, P, P) once per transform."""
-        x = torch.from_numpy(image[None]).to(self.device)
+        x = torch.from_numpy(image[None]).to(self.device).contiguous(
+            memory_format=self.memory_format)
         with self._mode():
             for t in self.transforms:
                 self._cached[t][name] = self.model.encode_context(apply_image(x, t))
@@ -104,9 +114,11 @@ class Predictor:
         if run.size == 0:
             return out
         dev = self.device
-        local = torch.from_numpy(batch.local[run]).to(dev, non_blocking=True)
-        contexts = {n: torch.from_numpy(a[run]).to(dev, non_blocking=True)
-                    for n, a in batch.contexts.items()}
+        fmt = self.memory_format
+        local = torch.from_numpy(batch.local[run]).to(dev, non_blocking=True).contiguous(
+            memory_format=fmt)
+        contexts = {n: torch.from_numpy(a[run]).to(dev, non_blocking=True).contiguous(
+            memory_format=fmt) for n, a in batch.contexts.items()}
         boxes = {n: torch.from_numpy(a[run]).to(dev) for n, a in batch.boxes.items()}
         total: Tensor | None = None
         with self._mode():
@@ -115,7 +127,7 @@ class Predictor:
                 cached = {n: f.expand(len(run), *f.shape[1:])
                           for n, f in self._cached[t].items()}
                 tb = {n: apply_box(x, t) for n, x in boxes.items()}
-                logits = self.model(apply_image(local, t), **kw, cached=cached, boxes=tb)
+                logits = self.forward(apply_image(local, t), **kw, cached=cached, boxes=tb)
                 if tuple(logits.shape) != (len(run), self.k, p, p):
                     raise ValueError(f"the model returned logits of shape {tuple(logits.shape)}"
                                      f", expected {(len(run), self.k, p, p)} (batch, classes, "

@@ -22,6 +22,7 @@ import torch
 
 from ..checkpoint import ClassInfo, ModelCard, save_checkpoint
 from ..config import FCtLConfig
+from ..inference.predict import resolve_device
 from ..losses import FocalLoss
 from ..models import FCtL
 from .data import LabelledImage
@@ -74,14 +75,6 @@ class DataInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for but no CUDA device is available")
-    return torch.device(device)
-
-
 def poly_lr(step: int, total: int, power: float) -> float:
     """Poly decay factor (1 - step / total) ^ power."""
     return max(0.0, 1.0 - step / max(1, total)) ** power
@@ -117,7 +110,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
     out.mkdir(parents=True, exist_ok=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
+    device = resolve_device(tc.device)
     use_amp = tc.amp and device.type == "cuda"
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
