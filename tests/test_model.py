@@ -271,3 +271,28 @@ def test_config_validation_messages():
     with pytest.raises(ValueError, match="no feature map at stride"):
         FCtL(FCtLConfig(backbone="vit_tiny_patch16_224"))
     assert FCtLConfig.from_dict(FCtLConfig(**TINY).to_dict()) == FCtLConfig(**TINY)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+def test_fold_batchnorm_keeps_outputs(backbone):
+    from model_core.models.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    cfg = FCtLConfig(backbone=backbone, patch_size=96, large_context="x4", key_channels=32)
+    model = FCtL(cfg).eval()
+    for m in model.modules():  # non-trivial statistics, so that folding really changes weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    x, ctx = _inputs(cfg)
+    with torch.inference_mode():
+        before = model(x, **ctx)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert fold_batchnorm(model) == n_bn > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert fold_batchnorm(model) == 0
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, **ctx), before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="inference"):
+        fold_batchnorm(FCtL(cfg).train())

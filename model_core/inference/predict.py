@@ -9,6 +9,7 @@ context's features encoded under the same transform); its logits are transformed
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from typing import Iterator
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..models.fuse import fold_batchnorm
 from .patches import Batch
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,10 @@ class Predictor:
         # NHWC runs the convolutions of batched patches about 2x faster on CPU (oneDNN) and is
         # what tensor cores want on CUDA; the results differ only by float rounding.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+            # Fold BatchNorm into the convs on a copy: the caller's model stays trainable.
+            model = copy.deepcopy(model).eval()
+            fold_batchnorm(model)
         model = model.to(device=device, memory_format=self.memory_format)
         self.model = model
         self.forward = torch.compile(model, dynamic=False) if compile else model
