@@ -48,10 +48,13 @@ def _autocast(device: torch.device):
 
 def build(config: FCtLConfig, device: torch.device) -> torch.nn.Module:
     from .models import FCtL
+    from .models.fuse import fold_batchnorm
 
     torch.manual_seed(0)
-    # NHWC as the engine's Predictor runs it (faster for batched convs on CPU and CUDA).
-    return FCtL(config).eval().to(device=device, memory_format=torch.channels_last)
+    # As the engine's Predictor runs it: BatchNorm folded, NHWC.
+    model = FCtL(config).eval()
+    fold_batchnorm(model)
+    return model.to(device=device, memory_format=torch.channels_last)
 
 
 def patch_inputs(model: torch.nn.Module, batch: int, device: torch.device
