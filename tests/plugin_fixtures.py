@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, write_geotiff
 
@@ -76,3 +77,20 @@ def qgis_process(args: list[str], env: dict[str, str], timeout: int = 300
                  ) -> subprocess.CompletedProcess:
     return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random tiny FCtL checkpoint shared by the tests of a module."""
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture
+def provider(qgis_iface, qgis_processing):
+    """The plugin's Processing provider, registered for one test."""
+    import fctl_qgis
+
+    plugin = fctl_qgis.classFactory(qgis_iface)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()

@@ -13,24 +13,11 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeedback, QgsProject,
                        QgsRasterLayer, QgsVectorLayer)
 
+from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
 from plugin_fixtures import CLASSES, make_rgb, make_tiny_model
 
-import fctl_qgis
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture
-def provider(qgis_iface, qgis_processing):
-    plugin = fctl_qgis.classFactory(qgis_iface)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def _run(params: dict, feedback: QgsProcessingFeedback | None = None,

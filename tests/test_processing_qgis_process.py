@@ -10,24 +10,11 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsVectorLayer
 
+from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
 from plugin_fixtures import make_rgb, make_tiny_model, qgis_env, qgis_process
 
-import fctl_qgis
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture
-def provider(qgis_iface, qgis_processing):
-    plugin = fctl_qgis.classFactory(qgis_iface)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def test_qgis_process_runs_segment_with_json(tmp_path, tiny_model):
