@@ -179,3 +179,25 @@ def test_plan_groups_tile_the_window_exactly():
                 covers = plan.xs[c] < g.own_x1 and plan.xs[c] + 508 > g.own_x0
                 assert not covers or c in g.cols
     assert make_plan((20000, 600), 508, (0, 0, 20000, 600), 7, 40.0).groups[0].own_x1 < 20000
+
+
+def test_auto_batch_size(tmp_path):
+    """batch_size 0 = auto: one patch per pass on CPU (no speed lost there, 4x less activation
+    memory), 8 on CUDA; the labels are those of an explicit batch size."""
+    import torch
+
+    from model_core.inference.engine import resolve_batch_size
+
+    assert resolve_batch_size(0, torch.device("cpu")) == 1
+    assert resolve_batch_size(0, torch.device("cuda")) == 8
+    assert resolve_batch_size(3, torch.device("cpu")) == 3
+    src = write_geotiff(tmp_path / "in.tif", _img((3, 90, 110), seed=5))
+    model, card = modulo_model(K, patch_size=32)
+    labels = []
+    for bs in (0, 5):
+        out = tmp_path / f"o{bs}.tif"
+        segment(SegmentOptions(input=str(src), output=str(out), device="cpu", batch_size=bs,
+                               min_overlap=8),
+                model=model, card=card)
+        labels.append(gdal.Open(str(out)).ReadAsArray())
+    np.testing.assert_array_equal(labels[0], labels[1])

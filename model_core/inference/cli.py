@@ -18,7 +18,7 @@ from .options import Cancelled, SegmentOptions
 
 log = logging.getLogger(__name__)
 
-GDAL_CACHE_MB = 256   # GDAL block cache of the command line (unless GDAL_CACHEMAX is set)
+GDAL_CACHE_MB = 64    # GDAL block cache of the command line (unless GDAL_CACHEMAX is set)
 
 
 def _numbers(values: Sequence[str], kind: type, count: int | None, what: str) -> list:
@@ -134,7 +134,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vector", help="also write class polygons to this GeoPackage (.gpkg)")
     p.add_argument("--model", help="FCtL checkpoint (.safetensors); default: the bundled model")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=4, help="patches per forward pass")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="patches per forward pass (default 0 = auto: 1 on CPU, 8 on CUDA)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: flips x 90-degree rotations (8 passes)")
     p.add_argument("--extent", nargs="+", metavar="XMIN YMIN XMAX YMAX",

@@ -173,11 +173,19 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
         window=tuple(window), nodata=NODATA)
 
 
+def resolve_batch_size(batch_size: int, device: torch.device) -> int:
+    """``batch_size`` <= 0 means auto: 1 on CPU, where batching buys no speed (measured: a
+    5000 px raster takes the same time at 1 and 4) but holds 4x the activations, 8 on CUDA."""
+    if batch_size > 0:
+        return int(batch_size)
+    return 8 if device.type == "cuda" else 1
+
+
 def _run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
                  options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
                  end: float) -> None:
     """Batches in plan order; the next batch is read while the current one runs."""
-    bs = max(1, int(options.batch_size))
+    bs = resolve_batch_size(options.batch_size, predictor.device)
     batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
     total = len(plan.patches)
     pool = ThreadPoolExecutor(1, thread_name_prefix="fctl-read") if options.prefetch else None
