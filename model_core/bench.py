@@ -232,7 +232,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     _write_checkpoint(cfg, ckpt)
                 log.info("segmenting %d x %d with %s", size, size, name)
                 row[name] = run_raster(raster, ckpt, tmp / f"out_{name}_{size}.tif",
-                                       args.device, args.batch_size, torch.get_num_threads())
+                                       args.device, args.raster_batch_size,
+                                       torch.get_num_threads())
             row["ratio_wall"] = row["fctl"]["wall_s"] / row["baseline"]["wall_s"]
             row["ratio_rss"] = row["fctl"]["peak_rss_mb"] / row["baseline"]["peak_rss_mb"]
             report["raster"][str(size)] = row
@@ -295,6 +296,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--large-context", default="global")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--raster-batch-size", type=int, default=0,
+                   help="batch size of the whole-raster runs (0 = the CLI's auto)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--rasters", type=lambda s: [int(v) for v in s.split(",") if v],
