@@ -245,7 +245,6 @@ class FCtLDock(QDockWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status.setText("Segmenting...")
-        self._started = time.perf_counter()
         QgsApplication.taskManager().addTask(task)
         return True
 

@@ -25,13 +25,6 @@ def legend_from_card(card) -> list[LegendClass]:
     return [LegendClass(int(c.id), str(c.name), tuple(c.color)) for c in card.classes]
 
 
-def legend_from_result(result) -> list[LegendClass]:
-    """Legend of a :class:`model_core.inference.SegmentResult`."""
-    return [LegendClass(int(i), result.class_names.get(i, f"class {i}"),
-                        tuple(result.class_colors.get(i, (128, 128, 128))))
-            for i in sorted(set(result.class_names) | set(result.class_colors))]
-
-
 def style_raster(layer: QgsRasterLayer, legend: Sequence[LegendClass], band: int = 1) -> None:
     """Paletted renderer with one entry per class, named and coloured like the model's."""
     classes = [QgsPalettedRasterRenderer.Class(c.id, QColor(*c.color), c.name) for c in legend]

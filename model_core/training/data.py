@@ -251,12 +251,5 @@ def rasterize_polygons(vector: str | Path, image: str | Path, field: str,
     return out
 
 
-def class_pixel_counts(images: Sequence[LabelledImage], num_classes: int) -> np.ndarray:
-    counts = np.zeros(num_classes, np.int64)
-    for im in images:
-        counts += np.bincount(im.label.ravel(), minlength=num_classes)[:num_classes]
-    return counts
-
-
 def _natural(s: str) -> tuple:
     return (0, int(s)) if s.isdigit() else (1, s)
