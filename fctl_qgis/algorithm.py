@@ -56,6 +56,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
     TTA = "TTA"
+    SHARED_CONTEXT = "SHARED_CONTEXT"
     MIN_AREA = "MIN_AREA"
     OUTPUT_RASTER = "OUTPUT_RASTER"
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
@@ -77,7 +78,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 "PIXEL SIZE: resample to this pixel size (layer units); 0 = native. Needed for "
                 "web layers (XYZ/WMS) without a native resolution.\n"
                 "MIN_AREA: polygons smaller than this (square map units) are merged into "
-                "their neighbours.")
+                "their neighbours.\n"
+                "BATCH SIZE: 0 = automatic (1 on CPU, where larger batches are not faster, 8 on "
+                "a GPU).\n"
+                "FAST CONTEXT: encode the medium context once per area of the raster instead of "
+                "once per patch: about 1.5x faster; labels differ from the per-patch contexts "
+                "in about 1 % of pixels (same accuracy on DeepGlobe).")
 
     def createInstance(self) -> "SegmentAlgorithm":  # noqa: N802
         return SegmentAlgorithm()
@@ -100,10 +106,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Patches per batch", QgsProcessingParameterNumber.Integer,
-            defaultValue=4, minValue=1, maxValue=256))
+            self.BATCH_SIZE, "Patches per batch (0 = automatic)",
+            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, maxValue=256))
         self.addParameter(QgsProcessingParameterBoolean(
             self.TTA, "Test-time augmentation (8 flips/rotations, 8x slower)", defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.SHARED_CONTEXT, "Fast context (medium context shared across patches)",
+            defaultValue=False))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_AREA, "Minimum polygon area (square map units, 0 = keep all)",
             QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
@@ -160,6 +169,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             tta=self.parameterAsBool(parameters, self.TTA, context),
+            shared_context=self.parameterAsBool(parameters, self.SHARED_CONTEXT, context),
             # a provider reader's grid is already the requested extent
             extent=_bounds(rect) if rect is not None and reader is None else None,
             bands=self.parameterAsInts(parameters, self.BANDS, context) or None,

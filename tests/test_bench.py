@@ -25,6 +25,7 @@ def test_bench_report(tmp_path):
     assert set(report["patch"]) == {"fctl", "baseline"}
     for name in ("fctl", "baseline"):
         assert report["patch"][name]["batch2"]["per_patch_s"] > 0
+    for name in ("fctl", "fctl_shared", "baseline"):
         run = report["raster"]["300"][name]
         assert run["wall_s"] > 0 and run["peak_rss_mb"] > 50
     assert report["ratios"]["raster_300"] == pytest.approx(
@@ -33,3 +34,7 @@ def test_bench_report(tmp_path):
     assert set(report["profile"]["baseline"]) >= {"encoder", "decoder"}
     md = (out / "bench.md").read_text()
     assert "| 300 x 300 wall s |" in md and "FCtL / baseline" in md
+    assert "| 300 x 300 wall s, shared context |" in md
+    assert report["ratios"]["raster_300_shared"] == pytest.approx(
+        report["raster"]["300"]["fctl_shared"]["wall_s"]
+        / report["raster"]["300"]["baseline"]["wall_s"])

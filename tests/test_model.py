@@ -296,3 +296,29 @@ def test_fold_batchnorm_keeps_outputs(backbone):
         torch.testing.assert_close(model(x, **ctx), before, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="inference"):
         fold_batchnorm(FCtL(cfg).train())
+
+
+def test_separate_stream_calls_and_a_shared_context_give_the_batched_result(monkeypatch):
+    """batch_streams=False (the CPU path) runs one encoder call per stream; a context shared by
+    the batch (size 1 or expanded) is projected once: both equal the batched computation."""
+    torch.manual_seed(0)
+    cfg = FCtLConfig(**TINY)
+    model = FCtL(cfg).eval()
+    with torch.no_grad():
+        model.lcf.gamma.fill_(1.0)
+    x, ctx = _inputs(cfg)
+    boxes = {"large": torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])}
+    with torch.inference_mode():
+        feats = model.encode_context(ctx["large"][:1])
+        batched = model(x, ctx["medium"], cached={"large": feats.expand(2, -1, -1, -1)},
+                        boxes=boxes)
+        per_sample = model(x, ctx["medium"], cached={"large": feats.repeat(2, 1, 1, 1)},
+                           boxes=boxes)
+        calls = []
+        orig = model.encoder.forward
+        monkeypatch.setattr(model.encoder, "forward", lambda t: calls.append(t.shape) or orig(t))
+        model.batch_streams = False
+        separate = model(x, ctx["medium"], cached={"large": feats}, boxes=boxes)
+    assert [c[0] for c in calls] == [2, 2]
+    torch.testing.assert_close(per_sample, batched, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(separate, batched, atol=1e-4, rtol=1e-4)

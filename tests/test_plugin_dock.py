@@ -66,7 +66,10 @@ def test_model_legend_shown(dock):
 def test_run_adds_styled_results_in_a_group(dock, tmp_path):
     layer = _add_raster(make_rgb(tmp_path / "scene.tif", size=180))
     dock.layer_combo.setLayer(layer)
+    assert dock.batch_spin.value() == 0 and dock.batch_spin.text() == "auto"
+    dock.shared_check.setChecked(True)
     assert dock.run()
+    assert dock.task.options.shared_context and dock.task.options.batch_size == 0
     assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
     outcome = _wait(dock)
     assert outcome.ok, outcome.error

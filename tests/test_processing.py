@@ -64,6 +64,23 @@ def test_segment_writes_georeferenced_classes_and_polygons(tmp_path, tiny_model,
     assert 1 <= sieved.featureCount() < vec.featureCount()
 
 
+def test_fast_context_and_automatic_batch_size(tmp_path, tiny_model, provider):
+    """SHARED_CONTEXT samples the medium context from a shared map: same grid and outputs,
+    labels close to the per-patch contexts; BATCH_SIZE 0 (the default) is automatic."""
+    raster = make_rgb(tmp_path / "in.tif", size=300)
+    labels = {}
+    for shared in (False, True):
+        out = tmp_path / f"c{int(shared)}.tif"
+        res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1,
+                    "SHARED_CONTEXT": shared, "OUTPUT_RASTER": str(out)})
+        assert res["PATCHES"] == 16   # 300 px, 128 px patches, overlap >= 50: 4 x 4
+        ds = gdal.Open(str(out))
+        labels[shared] = ds.ReadAsArray()
+        ds = None
+    assert labels[False].shape == labels[True].shape == (300, 300)
+    assert (labels[False] == labels[True]).mean() > 0.9
+
+
 def test_loaded_results_are_styled_with_class_names(tmp_path, tiny_model, provider):
     import processing
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, ModelCard, load_checkpoint
+from ..geometry import Window
+from .context_map import SharedContextLayout
 from .merge import StreamingMerger
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
 from .patches import PatchSource
@@ -95,6 +97,8 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
     source = PatchSource(reader, bands, scale, p, streams)
     predictor = Predictor(model, device, options.tta, compile=options.compile)
+    if options.shared_context:
+        _share_contexts(plan, source, predictor)
     wx, wy, ww, wh = window
     has_gt = getattr(reader, "has_geotransform", True)
     gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None
@@ -171,6 +175,30 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
         class_names={i: by_id[i].name if i in by_id else f"class {i}" for i in ids},
         class_colors={i: tuple(by_id[i].color) if i in by_id else (128, 128, 128) for i in ids},
         window=tuple(window), nodata=NODATA)
+
+
+def _share_contexts(plan, source: PatchSource, predictor: Predictor) -> None:
+    """Shared-context mode: every non-global context stream reads map tiles, not windows."""
+    names = [n for n, spec in source.streams.items() if str(spec).lower() != "global"]
+    if not names:
+        log.info("shared contexts: the model has no medium or local-window context to share")
+        return
+    stride = getattr(predictor.model, "context_stride", None)
+    if not stride:
+        raise ValueError(f"{type(predictor.model).__name__} does not declare context_stride, "
+                         "so its context features cannot be shared: run without the shared "
+                         "context option")
+    cells = predictor.context_cells()
+    first = Window(0, 0, source.p, source.p)   # the whole raster's first patch
+    for name in names:
+        windows = [source.context_window(p.window, name) for p in plan.patches]
+        anchor = source.context_window(first, name)
+        layout = SharedContextLayout(windows, source.p, int(stride), cells, source.read_context,
+                                     origin=(anchor.x, anchor.y))
+        source.shared[name] = layout
+        predictor.share_context(name, layout)
+        log.info("shared %s context: %d x %d feature cells in %d x %d tiles", name,
+                 *layout.map_cells, *layout.grid)
 
 
 def resolve_batch_size(batch_size: int, device: torch.device) -> int:

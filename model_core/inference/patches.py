@@ -13,12 +13,13 @@ Raw values are scaled to [0, 1] as (raw - lo) / (hi - lo), clipped; nodata and N
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from ..geometry import Window, box_in, context_window
+from .context_map import SharedContextLayout, TileLoad
 from .plan import Patch
 from .reader import WindowReader
 
@@ -32,7 +33,8 @@ class Batch:
 
     ``local`` and ``contexts`` are in [0, 1], (B, C, P, P); ``boxes[name]`` (B, 4) is where each
     patch lies in its ``name`` context (every context stream, the cached global one included);
-    ``valid`` (B, P, P) is False on nodata and outside the raster.
+    ``valid`` (B, P, P) is False on nodata and outside the raster; ``shared[name]`` carries the
+    tiles of a context whose features are shared across patches (then not in ``contexts``).
     """
 
     patches: list[Patch]
@@ -40,6 +42,7 @@ class Batch:
     contexts: dict[str, np.ndarray]
     boxes: dict[str, np.ndarray]
     valid: np.ndarray
+    shared: dict[str, TileLoad] = field(default_factory=dict)
 
     @property
     def empty(self) -> np.ndarray:
@@ -71,6 +74,9 @@ class PatchSource:
         self.global_window = context_window(Window(0, 0, self.p, self.p), "global", self.p,
                                             (max(w, self.p), max(h, self.p)))
         self._nodata = [reader.nodata[b - 1] if reader.nodata else None for b in self.bands]
+        # Contexts whose features are shared across patches (set by the engine): their tiles
+        # are read instead of one window per patch.
+        self.shared: dict[str, SharedContextLayout] = {}
 
     @property
     def global_streams(self) -> list[str]:
@@ -98,7 +104,8 @@ class PatchSource:
         b, p, c = len(patches), self.p, len(self.bands)
         local = np.zeros((b, c, p, p), np.float32)
         valid = np.zeros((b, p, p), bool)
-        read_streams = [n for n in self.streams if n not in self.global_streams]
+        read_streams = [n for n in self.streams
+                        if n not in self.global_streams and n not in self.shared]
         contexts = {n: np.zeros((b, c, p, p), np.float32) for n in read_streams}
         boxes = {n: np.zeros((b, 4), np.float32) for n in self.streams}
         for i, patch in enumerate(patches):
@@ -111,7 +118,13 @@ class PatchSource:
                 boxes[name][i] = box_in(win, ctx)
                 if name in contexts:
                     contexts[name][i] = self.image(ctx, p, p)[0]
-        return Batch(list(patches), local, contexts, boxes, valid)
+        shared = {name: layout.load([self.context_window(pt.window, name) for pt in patches])
+                  for name, layout in self.shared.items()}
+        return Batch(list(patches), local, contexts, boxes, valid, shared)
+
+    def read_context(self, win: Window, out_w: int, out_h: int) -> np.ndarray:
+        """A context window resized to (C, out_h, out_w) (a tile of a shared context)."""
+        return self.image(win, out_w, out_h)[0]
 
     def image(self, win: Window, out_w: int, out_h: int) -> tuple[np.ndarray, np.ndarray]:
         """An integral window resized to (C, out_h, out_w) in [0, 1], 0 outside the raster and
@@ -177,6 +190,12 @@ class PatchSource:
 
 def _area_resize(x: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     """Box-filter resize (C, H, W) -> (C, out_h, out_w): block means for integral factors."""
+    c, h, w = x.shape
+    if h % out_h == 0 and w % out_w == 0:
+        # numpy, not torch: this runs in the reading thread, and torch's thread pool there
+        # would compete with the network's for the same cores
+        fy, fx = h // out_h, w // out_w
+        return x.reshape(c, out_h, fy, out_w, fx).mean(axis=(2, 4), dtype=np.float32)
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(x))[None]

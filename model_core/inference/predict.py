@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..models.fuse import fold_batchnorm
+from .context_map import SharedContextFeatures, SharedContextLayout
 from .patches import Batch
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,15 @@ class Predictor:
             model = copy.deepcopy(model).eval()
             fold_batchnorm(model)
         model = model.to(device=device, memory_format=self.memory_format)
+        if hasattr(model, "batch_streams"):
+            # One encoder call for all streams suits GPUs; on CPU separate calls are faster
+            # (measured 0.088 vs 0.108 s for two 508 px images, 2 threads: cache pressure).
+            model.batch_streams = device.type == "cuda"
         self.model = model
         self.forward = torch.compile(model, dynamic=False) if compile else model
         self.k = int(model.config.num_classes)
         self._cached: dict[Transform, dict[str, Tensor]] = {t: {} for t in self.transforms}
+        self.shared: dict[str, SharedContextFeatures] = {}
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
@@ -112,11 +118,32 @@ class Predictor:
             for t in self.transforms:
                 self._cached[t][name] = self.model.encode_context(apply_image(x, t))
 
+    def context_cells(self) -> tuple[int, int]:
+        """(rows, cols) of the features :meth:`encode_context` gives for a P x P image."""
+        cfg = self.model.config
+        x = torch.zeros(1, cfg.in_chans, cfg.patch_size, cfg.patch_size, device=self.device)
+        with self._mode():
+            return tuple(self.model.encode_context(x.contiguous(
+                memory_format=self.memory_format)).shape[-2:])
+
+    def share_context(self, name: str, layout: SharedContextLayout) -> None:
+        """Take the ``name`` context's features from a map shared across patches."""
+        self.shared[name] = SharedContextFeatures(layout, self._encode_tile, self.transforms)
+
+    def _encode_tile(self, image: np.ndarray, t: Transform) -> Tensor:
+        x = torch.from_numpy(image[None]).to(self.device).contiguous(
+            memory_format=self.memory_format)
+        return undo_image(self.model.encode_context(apply_image(x, t)), t)
+
     def __call__(self, batch: Batch) -> np.ndarray:
         b = len(batch.patches)
         p = batch.local.shape[-1]
         out = np.zeros((b, self.k, p, p), np.float32)
         run = np.flatnonzero(~batch.empty)
+        if self.shared:
+            with self._mode():   # tiles are encoded even when no patch runs: they stay held
+                for name, feats in self.shared.items():
+                    feats.update(batch.shared[name])
         if run.size == 0:
             return out
         dev = self.device
@@ -132,6 +159,8 @@ class Predictor:
                 kw = {n: apply_image(x, t) for n, x in contexts.items()}
                 cached = {n: f.expand(len(run), *f.shape[1:])
                           for n, f in self._cached[t].items()}
+                for n, feats in self.shared.items():
+                    cached[n] = apply_image(feats.sample(batch.shared[n].starts[run], t), t)
                 tb = {n: apply_box(x, t) for n, x in boxes.items()}
                 logits = self.forward(apply_image(local, t), **kw, cached=cached, boxes=tb)
                 if tuple(logits.shape) != (len(run), self.k, p, p):

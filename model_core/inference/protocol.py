@@ -22,6 +22,8 @@ class SegmentationModel(Protocol):
         config: the architecture config; the engine reads ``patch_size``, ``in_chans``,
             ``num_classes`` and the context specs (``medium_context``, ``large_context``).
         context_streams: the contexts ("medium", "large") the forward pass needs.
+        context_stride: optional; input pixels per cell of :meth:`encode_context`'s features.
+            Needed only for shared contexts (``SegmentOptions.shared_context``).
     """
 
     config: FCtLConfig

@@ -39,6 +39,9 @@ class ModuloModel(nn.Module):
         self.calls: list[dict] = []
         self.encoded: list[Tensor] = []
 
+    #: The 'features' are the image itself: one cell per pixel (shared contexts sample pixels).
+    context_stride = 1
+
     @property
     def context_streams(self) -> tuple[str, ...]:
         return self.config.context_streams

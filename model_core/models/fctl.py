@@ -52,6 +52,12 @@ class FCtL(nn.Module):
         elif config.uses_ale:
             self.ale = ALE(c32, config.ale_refs, config.ale, config.lfi_kernels)
         self.decoder = FCN8sDecoder((c8, c16, c32), config.num_classes, config.decoder_channels)
+        # Encode all streams in one batched call (GPU); False runs one call per stream, which
+        # is faster on CPU. Either way the results are the same up to float rounding.
+        self.batch_streams = True
+
+    #: Input pixels per cell of the context features (:meth:`encode_context`, the LCF level).
+    context_stride = 32
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -96,9 +102,12 @@ class FCtL(nn.Module):
                                  f"{tuple(local.shape)} (contexts are resized to the patch size)")
             run.append(img)
             order.append(name)
-        feats = self.encoder(self.normalize(torch.cat(run, dim=0)))  # one batched encoder call
-        f8, f16 = feats[0][:b], feats[1][:b]
-        f32_all = feats[2]
+        if self.batch_streams or len(run) == 1:
+            feats = self.encoder(self.normalize(torch.cat(run, dim=0)))
+            f8, f16, f32_all = feats[0][:b], feats[1][:b], feats[2]
+        else:
+            f8, f16, x32 = self.encoder(self.normalize(local))
+            f32_all = torch.cat([x32] + [self.encoder(self.normalize(img))[2] for img in run[1:]])
         x_i = f32_all[:b]
         ctx = {name: f32_all[b * (i + 1): b * (i + 2)] for i, name in enumerate(order)}
         for name, f in cached.items():

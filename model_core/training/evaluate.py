@@ -35,7 +35,8 @@ class EvalItem:
 
 
 def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "auto",
-                 batch_size: int = 4, workdir: str | Path | None = None) -> np.ndarray:
+                 batch_size: int = 4, workdir: str | Path | None = None,
+                 shared_context: bool = False) -> np.ndarray:
     """Class ids of ``image`` as the streaming engine writes them (read back from its GeoTIFF)."""
     from osgeo import gdal
 
@@ -45,7 +46,7 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         out = str(Path(tmp) / "classes.tif")
         opts = SegmentOptions(input=str(image), output=out, device=device, tta=tta,
-                              batch_size=batch_size)
+                              batch_size=batch_size, shared_context=shared_context)
         segment(opts, model=model, card=card)
         ds = gdal.Open(out)
         arr = ds.GetRasterBand(1).ReadAsArray()
@@ -54,8 +55,8 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
 
 
 def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Sequence[bool] = (False, True),
-             device: str = "auto", batch_size: int = 4, model=None, card: ModelCard | None = None
-             ) -> dict[str, Any]:
+             device: str = "auto", batch_size: int = 4, model=None, card: ModelCard | None = None,
+             shared_context: bool = False) -> dict[str, Any]:
     """Scores of a model on ``items`` for each TTA mode: {"no_tta": {...}, "tta": {...}}."""
     if model is None:
         model, card = load_checkpoint(model_path, "cpu")
@@ -68,7 +69,8 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
         per_image = {}
         t0 = time.time()
         for it in items:
-            pred = segment_file(it.image, model, card, tta, device, batch_size)
+            pred = segment_file(it.image, model, card, tta, device, batch_size,
+                                shared_context=shared_context)
             if pred.shape != it.label.shape:
                 raise ValueError(f"{it.id}: prediction {pred.shape} and labels {it.label.shape} "
                                  "differ in size")
@@ -143,7 +145,8 @@ def record_scores(model_path: str | None, key: str, results: dict[str, Any]) -> 
 def run_evaluate(args: argparse.Namespace) -> int:
     items = items_from_args(args)
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.tta]
-    res = evaluate(args.model, items, modes, args.device, args.batch_size)
+    res = evaluate(args.model, items, modes, args.device, args.batch_size,
+                   shared_context=args.shared_context)
     print(format_results(res))
     if args.record:
         record_scores(args.model, args.record, res)
@@ -168,6 +171,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=("off", "on", "both"), default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--shared-context", action="store_true",
+                   help="segment with shared medium-context features (see segment --help)")
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--record", metavar="KEY",
                    help="also store the scores in the model's card under provenance[KEY]")
