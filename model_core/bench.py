@@ -226,21 +226,24 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         for size in args.rasters:
             raster = tmp / f"synthetic_{size}.tif"
             _synthetic_raster(raster, size)
-            row = {}
             # FCtL with per-patch contexts, FCtL with the shared medium context, the baseline
             runs = [("fctl", "fctl", ()), ("fctl_shared", "fctl", ("--shared-context",)),
                     ("baseline", "baseline", ())]
-            for key, name, extra in runs:
-                ckpt = tmp / f"{name}.safetensors"
-                if not ckpt.exists():
-                    _write_checkpoint(configs[name], ckpt)
-                log.info("segmenting %d x %d with %s", size, size, key)
-                tries = [run_raster(raster, ckpt, tmp / f"out_{key}_{size}.tif", args.device,
-                                    args.raster_batch_size, torch.get_num_threads(), extra)
-                         for _ in range(max(1, args.raster_repeats))]
-                # the fastest of the repeats: the least disturbed by other jobs on the machine
-                row[key] = min(tries, key=lambda r: r["wall_s"])
-                row[key]["repeats"] = len(tries)
+            tries: dict[str, list[dict[str, float]]] = {key: [] for key, _, _ in runs}
+            # Repeats are interleaved (A B C A B C) so that a slow spell of the shared machine
+            # does not fall on one configuration only; the fastest try of each is kept.
+            for _ in range(max(1, args.raster_repeats)):
+                for key, name, extra in runs:
+                    ckpt = tmp / f"{name}.safetensors"
+                    if not ckpt.exists():
+                        _write_checkpoint(configs[name], ckpt)
+                    log.info("segmenting %d x %d with %s", size, size, key)
+                    tries[key].append(run_raster(raster, ckpt, tmp / f"out_{key}_{size}.tif",
+                                                 args.device, args.raster_batch_size,
+                                                 torch.get_num_threads(), extra))
+            row: dict[str, Any] = {}
+            for key, results in tries.items():
+                row[key] = dict(min(results, key=lambda r: r["wall_s"]), repeats=len(results))
             base = row["baseline"]
             row["ratio_wall"] = row["fctl"]["wall_s"] / base["wall_s"]
             row["ratio_rss"] = row["fctl"]["peak_rss_mb"] / base["peak_rss_mb"]

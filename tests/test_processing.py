@@ -14,7 +14,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingContext,
                        QgsRasterLayer, QgsVectorLayer)
 
 from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
-from plugin_fixtures import CLASSES, make_rgb, make_tiny_model
+from plugin_fixtures import CLASSES, make_rgb
 
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from osgeo import gdal
 from qgis.core import QgsVectorLayer
 
 from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
-from plugin_fixtures import make_rgb, make_tiny_model, qgis_env, qgis_process
+from plugin_fixtures import make_rgb, qgis_env, qgis_process
 
 
 pytestmark = pytest.mark.slow

@@ -87,6 +87,16 @@ def test_evaluate_goes_through_the_engine(tmp_path):
     table = format_results(res)
     assert "no_tta IoU" in table and "tta IoU" in table
     json.dumps(res)
+    # --shared-context reaches the engine
+    shared = evaluate(str(ckpt), [EvalItem("img", str(tmp_path / "img.tif"), label)],
+                      tta_modes=(False,), device="cpu", shared_context=True)
+    segment(SegmentOptions(input=str(tmp_path / "img.tif"), output=str(tmp_path / "s.tif"),
+                           model=str(ckpt), device="cpu", shared_context=True))
+    ds = gdal.Open(str(tmp_path / "s.tif"))
+    pred = ds.ReadAsArray()
+    ds = None
+    assert shared["no_tta"]["miou"] == pytest.approx(
+        Scores(confusion_matrix(label, pred, 3, 0), 0).miou)
 
 
 @pytest.mark.slow

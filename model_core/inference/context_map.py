@@ -35,7 +35,7 @@ from ..geometry import Window
 TileKey = tuple[int, int]   # (tile row, tile column)
 
 TILE_PX = 768     # tile side in downsampled pixels, halo included
-HALO_CELLS = 2    # feature cells of halo on each side of a tile (dropped after encoding)
+HALO_CELLS = 1    # feature cells of halo on each side of a tile (dropped after encoding)
 
 
 @dataclass
@@ -59,27 +59,27 @@ class SharedContextLayout:
         read: reads a raster window resized to (out_w, out_h) as (C, h, w) in [0, 1], padded
             with 0 outside the raster (:meth:`PatchSource.image`).
         tile_px: tile side in downsampled pixels, halo included (rounded to whole cells).
-        origin: raster position of map cell (0, 0); the engine anchors it at the context window
-            of the whole raster's first patch, so that the tiles, and hence the labels, do not
-            depend on the processed extent. Default: the top-left of ``windows``.
+        grid_windows: windows that fix the map's origin and size (with ``windows``). The engine
+            passes the whole raster's first and last patches' windows, so that the tiles, and
+            hence the labels, do not depend on the processed extent. Default: ``windows``.
     """
 
     def __init__(self, windows: Sequence[Window], patch_size: int, stride: int,
                  cells: tuple[int, int], read: Callable[[Window, int, int], np.ndarray],
                  tile_px: int = TILE_PX, halo: int = HALO_CELLS,
-                 origin: tuple[float, float] | None = None) -> None:
+                 grid_windows: Sequence[Window] = ()) -> None:
         if not windows:
             raise ValueError("a shared context needs at least one patch")
         w0 = windows[0]
         self.scale = (w0.w / patch_size, w0.h / patch_size)   # lambda, x and y
-        self.origin = origin if origin is not None else (min(w.x for w in windows),
-                                                         min(w.y for w in windows))
+        grid = list(grid_windows) or list(windows)
+        self.origin = (min(w.x for w in grid), min(w.y for w in grid))
         self.stride = int(stride)
         self.cells = (int(cells[0]), int(cells[1]))
         self.halo = int(halo)
         self.tile = max(1, tile_px // self.stride - 2 * self.halo)  # core cells per tile side
         self.read = read
-        ends = [self.cell_start(w) for w in windows]
+        ends = [self.cell_start(w) for w in [*windows, *grid]]
         rows = max(int(math.floor(r)) for r, _ in ends) + self.cells[0] + 1
         cols = max(int(math.floor(c)) for _, c in ends) + self.cells[1] + 1
         self.map_cells = (rows, cols)

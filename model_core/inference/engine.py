@@ -97,14 +97,14 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
     source = PatchSource(reader, bands, scale, p, streams)
     predictor = Predictor(model, device, options.tta, compile=options.compile)
-    if options.shared_context:
-        _share_contexts(plan, source, predictor)
     wx, wy, ww, wh = window
     has_gt = getattr(reader, "has_geotransform", True)
     gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None
     log.info("segmenting %d x %d px of %s: %d x %d patches of %d px (%d to run), contexts %s, "
              "device %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
              streams or "none", device, ", TTA x8" if options.tta else "")
+    if options.shared_context:
+        _share_contexts(plan, source, predictor)
 
     writer = ClassRasterWriter(options.output, ww, wh, gt, reader.crs_wkt, card.classes)
     vector_tmp = part_path(options.vector, ".part.gpkg") if options.vector else None
@@ -189,12 +189,15 @@ def _share_contexts(plan, source: PatchSource, predictor: Predictor) -> None:
                          "so its context features cannot be shared: run without the shared "
                          "context option")
     cells = predictor.context_cells()
-    first = Window(0, 0, source.p, source.p)   # the whole raster's first patch
+    p = source.p
+    w, h = plan.raster_size
+    # the whole raster's first and last patches fix the tiles, whatever the processed extent
+    corners = [Window(0, 0, p, p), Window(max(w - p, 0), max(h - p, 0), p, p)]
     for name in names:
-        windows = [source.context_window(p.window, name) for p in plan.patches]
-        anchor = source.context_window(first, name)
-        layout = SharedContextLayout(windows, source.p, int(stride), cells, source.read_context,
-                                     origin=(anchor.x, anchor.y))
+        windows = [source.context_window(patch.window, name) for patch in plan.patches]
+        grid = [source.context_window(c, name) for c in corners]
+        layout = SharedContextLayout(windows, p, int(stride), cells, source.read_context,
+                                     grid_windows=grid)
         source.shared[name] = layout
         predictor.share_context(name, layout)
         log.info("shared %s context: %d x %d feature cells in %d x %d tiles", name,
