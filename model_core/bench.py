@@ -51,10 +51,10 @@ def build(config: FCtLConfig, device: torch.device) -> torch.nn.Module:
     from .models.fuse import fold_batchnorm
 
     torch.manual_seed(0)
-    # As the engine's Predictor runs it: BatchNorm folded, NHWC, streams batched on CUDA only.
+    # As the engine's Predictor runs it: BatchNorm folded, NHWC, per-image encoder/decoder calls on CPU.
     model = FCtL(config).eval()
     fold_batchnorm(model)
-    model.batch_streams = device.type == "cuda"
+    model.per_image_calls = device.type == "cpu"
     return model.to(device=device, memory_format=torch.channels_last)
 
 

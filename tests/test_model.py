@@ -298,9 +298,9 @@ def test_fold_batchnorm_keeps_outputs(backbone):
         fold_batchnorm(FCtL(cfg).train())
 
 
-def test_separate_stream_calls_and_a_shared_context_give_the_batched_result(monkeypatch):
-    """batch_streams=False (the CPU path) runs one encoder call per stream; a context shared by
-    the batch (size 1 or expanded) is projected once: both equal the batched computation."""
+def test_per_image_calls_and_a_shared_context_give_the_batched_result(monkeypatch):
+    """per_image_calls (the CPU path) runs the encoder and decoder image by image; a context
+    shared by the batch (size 1 or expanded) is projected once: both equal the batched result."""
     torch.manual_seed(0)
     cfg = FCtLConfig(**TINY)
     model = FCtL(cfg).eval()
@@ -317,8 +317,8 @@ def test_separate_stream_calls_and_a_shared_context_give_the_batched_result(monk
         calls = []
         orig = model.encoder.forward
         monkeypatch.setattr(model.encoder, "forward", lambda t: calls.append(t.shape) or orig(t))
-        model.batch_streams = False
+        model.per_image_calls = True
         separate = model(x, ctx["medium"], cached={"large": feats}, boxes=boxes)
-    assert [c[0] for c in calls] == [2, 2]
+    assert [c[0] for c in calls] == [1, 1, 1, 1]   # 2 patches + their 2 medium contexts
     torch.testing.assert_close(per_sample, batched, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(separate, batched, atol=1e-4, rtol=1e-4)
