@@ -175,3 +175,27 @@ def test_real_fctl_shared_context_agrees_with_per_patch_contexts(tmp_path):
         out[shared] = _read(tmp_path / f"{shared}.tif")
     agreement = (out[False] == out[True]).mean()
     assert 0.9 < agreement
+
+
+@pytest.mark.parametrize("medium", ["x3", "100"])   # lambda 3, and 100 / 30 = 3.33
+@pytest.mark.parametrize("size", [(97, 64), (20, 13)])
+def test_shared_context_small_rasters_fractional_lambda_and_nodata(tmp_path, medium, size):
+    """Rasters smaller than a patch, a context that is not a whole multiple of the patch, and
+    nodata patches (not run, their tiles still read): exact labels, near per-patch features."""
+    w, h = size
+    img = _smooth(h, w)
+    img[:, :, : w // 3] = 0
+    src = write_geotiff(tmp_path / "in.tif", img, nodata=0)
+    feats = {}
+    for shared in (False, True):
+        model, card = modulo_model(K, patch_size=P, record=True, medium_context=medium)
+        segment(SegmentOptions(str(src), str(tmp_path / f"{shared}.tif"), batch_size=2,
+                               min_overlap=6, device="cpu", shared_context=shared),
+                model=model, card=card)
+        out = _read(tmp_path / f"{shared}.tif")
+        expect = np.where(img[0] == 0, 255, img[0] % K)
+        np.testing.assert_array_equal(out, expect)
+        feats[shared] = _mediums(model, "medium")
+    a, b = feats[False], feats[True]
+    assert a.shape == b.shape
+    assert (b - a).abs().mean() < 6 / 255
