@@ -93,15 +93,13 @@ class LCC(nn.Module):
         hk, wk = x_u.shape[-2:]
         nh = self.heads
         q = self.query(x_i).flatten(2).view(b, nh, -1, h * w).transpose(-1, -2)
-        if x_u.shape[0] == 1 or x_u.stride(0) == 0:
-            # one context for the whole batch (the cached global one): project it once
-            u = x_u[:1]
-            k = self.key(u).flatten(2).view(1, nh, -1, hk * wk).transpose(-1, -2)
-            v = self.value(u).flatten(2).view(1, nh, -1, hk * wk).transpose(-1, -2)
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-        else:
-            k = self.key(x_u).flatten(2).view(b, nh, -1, hk * wk).transpose(-1, -2)
-            v = self.value(x_u).flatten(2).view(b, nh, -1, hk * wk).transpose(-1, -2)
+        # one context for the whole batch (the cached global one, size 1 or expanded): project
+        # it once
+        u = x_u[:1] if x_u.shape[0] == 1 or x_u.stride(0) == 0 else x_u
+        n = u.shape[0]
+        k = self.key(u).flatten(2).view(n, nh, -1, hk * wk).transpose(-1, -2)
+        v = self.value(u).flatten(2).view(n, nh, -1, hk * wk).transpose(-1, -2)
+        k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v)  # content term, (B, heads, Nq, C/heads)
         if self.positional:
             p = self.positional_attention((h, w), (hk, wk), box).to(v.dtype)
