@@ -204,7 +204,8 @@ def test_lfi_residual_enhancement():
     torch.testing.assert_close(lfi(t, [r1, r2]), tok + e * tok)  # Eq. 7
 
 
-def test_cached_global_context_equals_image():
+def _global_context_case():
+    """A tiny FCtL with LCF switched on (gamma 1), inputs and two placements in a global context."""
     torch.manual_seed(0)
     cfg = FCtLConfig(**TINY)
     model = FCtL(cfg).eval()
@@ -212,6 +213,11 @@ def test_cached_global_context_equals_image():
         model.lcf.gamma.fill_(1.0)
     x, ctx = _inputs(cfg)
     boxes = {"large": torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])}
+    return model, x, ctx, boxes
+
+
+def test_cached_global_context_equals_image():
+    model, x, ctx, boxes = _global_context_case()
     with torch.inference_mode():
         direct = model(x, ctx["medium"], ctx["large"][:1].expand(2, -1, -1, -1), boxes=boxes)
         feats = model.encode_context(ctx["large"][:1])
@@ -301,13 +307,7 @@ def test_fold_batchnorm_keeps_outputs(backbone):
 def test_per_image_calls_and_a_shared_context_give_the_batched_result(monkeypatch):
     """per_image_calls (the CPU path) runs the encoder and decoder image by image; a context
     shared by the batch (size 1 or expanded) is projected once: both equal the batched result."""
-    torch.manual_seed(0)
-    cfg = FCtLConfig(**TINY)
-    model = FCtL(cfg).eval()
-    with torch.no_grad():
-        model.lcf.gamma.fill_(1.0)
-    x, ctx = _inputs(cfg)
-    boxes = {"large": torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])}
+    model, x, ctx, boxes = _global_context_case()
     with torch.inference_mode():
         feats = model.encode_context(ctx["large"][:1])
         batched = model(x, ctx["medium"], cached={"large": feats.expand(2, -1, -1, -1)},
