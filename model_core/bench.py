@@ -48,20 +48,23 @@ def _autocast(device: torch.device):
 
 def build(config: FCtLConfig, device: torch.device) -> torch.nn.Module:
     from .models import FCtL
-    from .models.fuse import fold_batchnorm
+    from .models.fuse import fuse_for_inference
 
     torch.manual_seed(0)
-    # As the engine's Predictor runs it: BatchNorm folded, NHWC, per-image encoder/decoder calls on CPU.
+    # As the engine's Predictor runs it: fused for inference, NHWC, per-image encoder/decoder
+    # calls on CPU.
     model = FCtL(config).eval()
-    fold_batchnorm(model)
+    fuse_for_inference(model)
     model.per_image_calls = device.type == "cpu"
     return model.to(device=device, memory_format=torch.channels_last)
 
 
-def patch_inputs(model: torch.nn.Module, batch: int, device: torch.device
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+def patch_inputs(model: torch.nn.Module, batch: int, device: torch.device,
+                 shared: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """A batch of patches with the contexts the engine would hand over: the global context's
-    features are cached (encoded once per raster), other contexts are images."""
+    features are cached (encoded once per raster), other contexts are images, or with
+    ``shared`` cached features too (sampled from the shared map, whose encoding is counted in
+    the whole-raster runs). Boxes are per-sample tensors, as the engine passes them."""
     cfg = model.config
     p = cfg.patch_size
     g = torch.Generator().manual_seed(1)
@@ -73,16 +76,22 @@ def patch_inputs(model: torch.nn.Module, batch: int, device: torch.device
                 kwargs["cached"][name] = model.encode_context(
                     torch.rand(1, cfg.in_chans, p, p, generator=g).to(device))
             kwargs["boxes"][name] = torch.tensor([[0.3, 0.3, 0.5, 0.5]] * batch)
+            continue
+        images = torch.rand(batch, cfg.in_chans, p, p, generator=g).to(device).contiguous(
+            memory_format=torch.channels_last)
+        kwargs["boxes"][name] = torch.tensor([model.default_box(name)] * batch)
+        if shared:
+            with torch.inference_mode(), _autocast(device):
+                kwargs["cached"][name] = model.encode_context(images)
         else:
-            kwargs[name] = torch.rand(batch, cfg.in_chans, p, p, generator=g).to(device).contiguous(
-                memory_format=torch.channels_last)
+            kwargs[name] = images
     return x.contiguous(memory_format=torch.channels_last), kwargs
 
 
-def time_patches(model: torch.nn.Module, batch: int, device: torch.device, repeats: int
-                 ) -> dict[str, float]:
+def time_patches(model: torch.nn.Module, batch: int, device: torch.device, repeats: int,
+                 shared: bool = False) -> dict[str, float]:
     """Median seconds per forward of ``batch`` patches, and peak GPU memory on CUDA."""
-    x, kw = patch_inputs(model, batch, device)
+    x, kw = patch_inputs(model, batch, device, shared)
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -103,10 +112,10 @@ def time_patches(model: torch.nn.Module, batch: int, device: torch.device, repea
     return out
 
 
-def profile_modules(model: torch.nn.Module, device: torch.device, batch: int = 1
-                    ) -> dict[str, float]:
+def profile_modules(model: torch.nn.Module, device: torch.device, batch: int = 1,
+                    shared: bool = False) -> dict[str, float]:
     """Share of one forward's time spent in each top-level module (encoder, lcf, ale, decoder)."""
-    x, kw = patch_inputs(model, batch, device)
+    x, kw = patch_inputs(model, batch, device, shared)
     spent: dict[str, float] = {}
     starts: dict[str, float] = {}
     hooks = []
@@ -209,11 +218,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "config": {k: v for k, v in base.items()},
         "patch": {}, "profile": {}, "raster": {}}
-    for name, cfg in configs.items():
-        model = build(cfg, device)
-        report["patch"][name] = {f"batch{b}": time_patches(model, b, device, args.repeats)
-                                 for b in sorted({1, args.batch_size})}
-        report["profile"][name] = profile_modules(model, device)
+    # per patch: FCtL with per-patch contexts, FCtL with the shared medium context, baseline
+    for key, name, shared in (("fctl", "fctl", False), ("fctl_shared", "fctl", True),
+                              ("baseline", "baseline", False)):
+        model = build(configs[name], device)
+        report["patch"][key] = {f"batch{b}": time_patches(model, b, device, args.repeats, shared)
+                                for b in sorted({1, args.batch_size})}
+        report["profile"][key] = profile_modules(model, device, shared=shared)
         del model
     if args.rasters:
         try:
@@ -251,9 +262,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             row["ratio_rss_shared"] = row["fctl_shared"]["peak_rss_mb"] / base["peak_rss_mb"]
             report["raster"][str(size)] = row
     b = f"batch{args.batch_size}"
-    report["ratios"] = {
-        "per_patch": report["patch"]["fctl"][b]["per_patch_s"]
-        / report["patch"]["baseline"][b]["per_patch_s"]}
+    per_patch = {k: report["patch"][k][b]["per_patch_s"] for k in report["patch"]}
+    report["ratios"] = {"per_patch": per_patch["fctl"] / per_patch["baseline"],
+                        "per_patch_shared": per_patch["fctl_shared"] / per_patch["baseline"]}
     for size, row in report["raster"].items():
         report["ratios"][f"raster_{size}"] = row["ratio_wall"]
         report["ratios"][f"raster_{size}_shared"] = row["ratio_wall_shared"]
@@ -272,11 +283,16 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f}x |")
 
     for key in r["patch"]["fctl"]:
-        f, bl = r["patch"]["fctl"][key], r["patch"]["baseline"][key]
-        row(f"s per patch ({key})", f["per_patch_s"], bl["per_patch_s"])
-        row(f"patches per s ({key})", f["patches_per_s"], bl["patches_per_s"], "{:.2f}")
-        if "peak_gpu_mb" in f:
-            row(f"peak GPU MB ({key})", f["peak_gpu_mb"], bl["peak_gpu_mb"], "{:.0f}")
+        bl = r["patch"]["baseline"][key]
+        for name, label in (("fctl", ""), ("fctl_shared", ", shared context")):
+            if name not in r["patch"]:
+                continue
+            f = r["patch"][name][key]
+            row(f"s per patch ({key}){label}", f["per_patch_s"], bl["per_patch_s"])
+            row(f"patches per s ({key}){label}", f["patches_per_s"], bl["patches_per_s"],
+                "{:.2f}")
+            if "peak_gpu_mb" in f:
+                row(f"peak GPU MB ({key}){label}", f["peak_gpu_mb"], bl["peak_gpu_mb"], "{:.0f}")
     for size, rr in r["raster"].items():
         bl = rr["baseline"]
         for key, label in (("fctl", ""), ("fctl_shared", ", shared context")):
@@ -288,9 +304,12 @@ def to_markdown(r: dict[str, Any]) -> str:
                 bl["s_per_megapixel"], "{:.2f}")
             row(f"{size} x {size} peak RSS MB{label}", f["peak_rss_mb"], bl["peak_rss_mb"],
                 "{:.0f}")
-    prof = r["profile"]["fctl"]
-    shares = ", ".join(f"{k} {v:.0%}" for k, v in prof.items() if k != "total_s")
-    lines += ["", f"FCtL time per patch by module: {shares}."]
+    lines.append("")
+    for name, label in (("fctl", "FCtL"), ("fctl_shared", "FCtL, shared context")):
+        if name in r["profile"]:
+            prof = r["profile"][name]
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in prof.items() if k != "total_s")
+            lines.append(f"{label} time per patch by module: {shares}.")
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,8 @@ def test_bench_report(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / "bench.json").read_text())
-    assert set(report["patch"]) == {"fctl", "baseline"}
-    for name in ("fctl", "baseline"):
+    assert set(report["patch"]) == {"fctl", "fctl_shared", "baseline"}
+    for name in ("fctl", "fctl_shared", "baseline"):
         assert report["patch"][name]["batch2"]["per_patch_s"] > 0
     for name in ("fctl", "fctl_shared", "baseline"):
         run = report["raster"]["300"][name]
@@ -32,9 +32,29 @@ def test_bench_report(tmp_path):
         report["raster"]["300"]["fctl"]["wall_s"] / report["raster"]["300"]["baseline"]["wall_s"])
     assert {"encoder", "lcf", "ale", "decoder"} <= set(report["profile"]["fctl"])
     assert set(report["profile"]["baseline"]) >= {"encoder", "decoder"}
+    assert report["ratios"]["per_patch_shared"] == pytest.approx(
+        report["patch"]["fctl_shared"]["batch2"]["per_patch_s"]
+        / report["patch"]["baseline"]["batch2"]["per_patch_s"])
     md = (out / "bench.md").read_text()
+    assert "| s per patch (batch2), shared context |" in md
     assert "| 300 x 300 wall s |" in md and "FCtL / baseline" in md
     assert "| 300 x 300 wall s, shared context |" in md
     assert report["ratios"]["raster_300_shared"] == pytest.approx(
         report["raster"]["300"]["fctl_shared"]["wall_s"]
         / report["raster"]["300"]["baseline"]["wall_s"])
+
+
+@pytest.mark.slow
+def test_bench_runs_without_gdal(tmp_path):
+    """The GPU machines have no GDAL: the per-patch part runs, the raster part is skipped."""
+    out = tmp_path / "bench"
+    code = ("import sys; sys.modules['osgeo'] = None; from model_core.cli import main; "
+            f"sys.exit(main(['bench', '--out', {str(out)!r}, '--backbone', "
+            "'mobilenetv3_small_050', '--patch-size', '64', '--repeats', '1', "
+            "'--batch-size', '1', '--threads', '1']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "GDAL is not installed: whole-raster benchmarks skipped" in proc.stderr
+    report = json.loads((out / "bench.json").read_text())
+    assert report["raster"] == {} and report["patch"]["fctl"]["batch1"]["per_patch_s"] > 0

@@ -8,7 +8,7 @@ import torch
 from model_core.checkpoint import ClassInfo, ModelCard, load_checkpoint, save_checkpoint
 from model_core.config import FCtLConfig, ablation_configs
 from model_core.losses import FocalLoss
-from model_core.models import ALE, LCC, LFI, MCF, FCtL, crop_to_patch, relative_positions
+from model_core.models import ALE, LCC, LFI, MCF, FCtL, axis_offsets, crop_to_patch
 
 TINY = dict(backbone="mobilenetv3_small_050", patch_size=64, decoder_channels=16,
             key_channels=32, heads=1)
@@ -137,19 +137,74 @@ def test_positional_attention_rows_sum_to_one_and_translation_equivariant():
         b = b[:, 1 + sy: h - 1 + sy, 1 + sx: w - 1 + sx]
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
     # Context placement: with the patch in the centre third of a context, the local query at the
-    # patch centre attends around the context's centre.
-    r = relative_positions((9, 9), (9, 9), (1 / 3, 1 / 3, 2 / 3, 2 / 3))
-    centre_query = r.view(9, 9, 9, 9, 3)[4, 4]
-    assert centre_query[4, 4, 2] == 0 and centre_query[4, 5, 0] == 1.0
+    # patch centre sits on the context's centre cell.
+    d = axis_offsets(9, 9, torch.tensor([1 / 3]), torch.tensor([2 / 3]))[0]
+    assert d[4, 4] == 0 and d[4, 5] == 1.0
+    assert d[0, 3] == pytest.approx(1 / 3)   # query cells are a third of a key cell here
 
 
-def test_positional_attention_is_cached_and_per_sample_boxes_match():
+def _eq2_positional(w_r: torch.Tensor, q_size, k_size, box) -> torch.Tensor:
+    """softmax(r W_r) written out as in Eq. 2: r = (dx, dy, dx^2 + dy^2) for every pair of a
+    query cell (mapped into the context grid by the patch's box) and a key cell."""
+    (hq, wq), (hk, wk) = q_size, k_size
+    x0, y0, x1, y1 = box
+    qy, qx = torch.meshgrid(torch.arange(hq) + 0.5, torch.arange(wq) + 0.5, indexing="ij")
+    qx = (x0 + qx.flatten() / wq * (x1 - x0)) * wk - 0.5
+    qy = (y0 + qy.flatten() / hq * (y1 - y0)) * hk - 0.5
+    ky, kx = torch.meshgrid(torch.arange(hk), torch.arange(wk), indexing="ij")
+    dx = kx.flatten()[None].float() - qx[:, None]
+    dy = ky.flatten()[None].float() - qy[:, None]
+    r = torch.stack([dx, dy, dx * dx + dy * dy], -1)           # (Nq, Nk, 3)
+    return torch.einsum("qkr,hr->hqk", r, w_r).softmax(-1)     # (heads, Nq, Nk)
+
+
+@pytest.mark.parametrize("q_size,k_size,box", [((12, 12), (12, 12), (0.0, 0.0, 1.0, 1.0)),
+                                                ((16, 16), (16, 16), (1 / 3, 1 / 3, 2 / 3, 2 / 3)),
+                                                ((5, 7), (9, 6), (0.1, 0.25, 0.45, 0.8))])
+def test_separable_positional_term_equals_eq2(q_size, k_size, box):
+    """P = P_y (x) P_x and P v through the two factors equal softmax(r W_r) and its product."""
+    torch.manual_seed(0)
+    lcc = LCC(16, heads=2, positional=True)
+    with torch.no_grad():
+        lcc.w_r.copy_(torch.tensor([[0.3, -0.2, -1.0], [-0.1, 0.4, -0.35]]))
+        lcc.w_r.requires_grad_(False)
+        ref = _eq2_positional(lcc.w_r, q_size, k_size, box)
+        torch.testing.assert_close(lcc.positional_attention(q_size, k_size, box), ref,
+                                   atol=1e-6, rtol=1e-5)
+        per_sample = torch.tensor([box, (0.0, 0.0, 1.0, 1.0)])
+        both = lcc.positional_attention(q_size, k_size, per_sample)
+        torch.testing.assert_close(both[0], ref, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            both[1], _eq2_positional(lcc.w_r, q_size, k_size, (0.0, 0.0, 1.0, 1.0)),
+            atol=1e-6, rtol=1e-5)
+        v = torch.randn(2, 2, k_size[0] * k_size[1], 8)
+        torch.testing.assert_close(lcc.apply_positional(v, q_size, k_size, box), ref @ v,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lcc.apply_positional(v, q_size, k_size, per_sample),
+                                   both @ v, atol=1e-5, rtol=1e-5)
+
+
+def test_positional_factors_hold_no_subnormal_numbers():
+    """Gaussian tails at 16 x 16 cells fall below float32's normal range; they are flushed to 0
+    (gemm on subnormal inputs is ~10x slower on CPUs) and the result does not move."""
+    lcc = LCC(8, positional=True)   # the init W_r = (0, 0, -1)
+    with torch.no_grad():
+        ref = _eq2_positional(lcc.w_r, (16, 16), (16, 16), (0.0, 0.0, 1.0, 1.0))
+        assert ((ref > 0) & (ref < torch.finfo(torch.float32).tiny)).any()   # Eq. 2 has some
+        for f in lcc.positional_factors((16, 16), (16, 16)):
+            assert not ((f > 0) & (f < torch.finfo(torch.float32).tiny)).any()
+        v = torch.randn(1, 1, 256, 8)
+        torch.testing.assert_close(lcc.apply_positional(v, (16, 16), (16, 16)), ref @ v,
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_positional_offsets_are_cached_and_per_sample_boxes_match():
     lcc = LCC(8, positional=True)
     box = (0.25, 0.25, 0.75, 0.75)
     lcc.positional_attention((6, 6), (6, 6), box)
-    assert len(lcc._r_cache) == 1
+    assert len(lcc._offsets) == 1
     lcc.positional_attention((6, 6), (6, 6), box)
-    assert len(lcc._r_cache) == 1  # computed once per feature size and placement
+    assert len(lcc._offsets) == 1  # computed once per feature size and placement
     per_sample = lcc.positional_attention((6, 6), (6, 6), torch.tensor([box, box]))
     torch.testing.assert_close(per_sample[0], lcc.positional_attention((6, 6), (6, 6), box))
 
@@ -302,6 +357,44 @@ def test_fold_batchnorm_keeps_outputs(backbone):
         torch.testing.assert_close(model(x, **ctx), before, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="inference"):
         fold_batchnorm(FCtL(cfg).train())
+
+
+def test_group_depth_conv_fuses_into_one_depthwise_conv():
+    """Eq. 6's groups, each kernel zero-padded to the largest window: the same sums."""
+    from model_core.models import GroupDepthConv
+
+    torch.manual_seed(0)
+    conv = GroupDepthConv(10, (3, 5, 7, 9)).eval()
+    x = torch.randn(2, 10, 11, 13)
+    with torch.no_grad():
+        ref = conv(x)
+        keys = set(conv.state_dict())
+        conv.fuse()
+        assert conv.fused_weight.shape == (10, 1, 9, 9)
+        assert set(conv.state_dict()) == keys   # checkpoints keep the per-group parameters
+        torch.testing.assert_close(conv(x), ref, atol=1e-6, rtol=1e-5)
+        conv.train()                             # training goes back to the parameters
+        torch.nn.init.normal_(conv.convs[0].weight)
+        assert not torch.allclose(conv(x), ref)
+    with pytest.raises(ValueError, match="inference"):
+        conv.fuse()
+
+
+def test_fuse_for_inference_keeps_outputs():
+    from model_core.models.fuse import fusable, fuse_for_inference
+
+    model, x, ctx, boxes = _global_context_case()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+    with torch.inference_mode():
+        before = model(x, **ctx, boxes=boxes)
+    assert fusable(model)
+    # BN + 4 LFI attentions of ALE (d) (3 in the round, 1 final)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert fuse_for_inference(model) == n_bn + 4
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, **ctx, boxes=boxes), before, atol=1e-4, rtol=1e-4)
 
 
 def test_per_image_calls_and_a_shared_context_give_the_batched_result(monkeypatch):

@@ -74,6 +74,8 @@ class PatchSource:
         self.global_window = context_window(Window(0, 0, self.p, self.p), "global", self.p,
                                             (max(w, self.p), max(h, self.p)))
         self._nodata = [reader.nodata[b - 1] if reader.nodata else None for b in self.bands]
+        self._float_source = not np.issubdtype(np.dtype(getattr(reader, "dtype", np.float32)),
+                                               np.integer)
         # Contexts whose features are shared across patches (set by the engine): their tiles
         # are read instead of one window per patch.
         self.shared: dict[str, SharedContextLayout] = {}
@@ -147,14 +149,29 @@ class PatchSource:
         c = len(self.bands)
         if ix1 <= ix0 or iy1 <= iy0:
             return np.zeros((c, out_h, out_w), np.float32), np.zeros((out_h, out_w), bool)
+        inner_read = (ix0, iy0, ix1 - ix0, iy1 - iy0)
+        if ww % out_w == 0 and wh % out_h == 0:
+            # Integral factors (1 included): only the output blocks that touch the raster are
+            # built, the others average zeros; the same values at a fraction of the work.
+            fx, fy = ww // out_w, wh // out_h
+            a0, b0 = (ix0 - x0) // fx * fx, (iy0 - y0) // fy * fy
+            a1, b1 = -(-(ix1 - x0) // fx) * fx, -(-(iy1 - y0) // fy) * fy
+            vals, valid = self._scaled(self.reader.read(*inner_read, self.bands))
+            part = np.zeros((c, b1 - b0, a1 - a0), np.float32)
+            part[:, iy0 - y0 - b0:iy1 - y0 - b0, ix0 - x0 - a0:ix1 - x0 - a0] = vals
+            out = np.zeros((c, out_h, out_w), np.float32)
+            out[:, b0 // fy:b1 // fy, a0 // fx:a1 // fx] = part if same else _area_resize(
+                part, (a1 - a0) // fx, (b1 - b0) // fy)
+            ok = np.zeros((out_h, out_w), bool)
+            if same:
+                ok[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = valid
+            return out, ok
         if ww * wh <= MAX_PADDED_PIXELS:
             full = np.zeros((c, wh, ww), np.float32)
             ok = np.zeros((wh, ww), bool)
             inner = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
             full[(slice(None), *inner)], ok[inner] = self._scaled(
-                self.reader.read(ix0, iy0, ix1 - ix0, iy1 - iy0, self.bands))
-            if same:
-                return full, ok
+                self.reader.read(*inner_read, self.bands))
             return _area_resize(full, out_w, out_h), np.zeros((out_h, out_w), bool)
         out = np.zeros((c, out_h, out_w), np.float32)
         j0, j1 = _span(ix0 - x0, ix1 - x0, ww / out_w, out_w)
@@ -178,13 +195,19 @@ class PatchSource:
     def _scaled(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw - lo) / (hi - lo) clipped to [0, 1], with nodata and NaN set to 0; and the
         (h, w) mask of pixels valid in every band."""
-        bad = ~np.isfinite(raw)
+        if self._float_source:
+            bad = ~np.isfinite(raw)
+        else:   # integer sources hold no NaN (GDAL's float32 buffer is exact for them)
+            bad = np.zeros(raw.shape, bool)
         for i, nd in enumerate(self._nodata):
             if nd is not None and not math.isnan(nd):
                 bad[i] |= raw[i] == np.float32(nd)
         x = (raw - np.float32(self.lo)) * np.float32(1.0 / (self.hi - self.lo))
-        np.clip(x, 0.0, 1.0, out=x)
-        x[bad] = 0.0
+        # np.clip's value, without its slow dispatch in numpy 1.x
+        np.maximum(x, np.float32(0.0), out=x)
+        np.minimum(x, np.float32(1.0), out=x)
+        if bad.any():
+            x[bad] = 0.0
         return x, ~bad.any(axis=0)
 
 
@@ -193,9 +216,19 @@ def _area_resize(x: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     c, h, w = x.shape
     if h % out_h == 0 and w % out_w == 0:
         # numpy, not torch: this runs in the reading thread, and torch's thread pool there
-        # would compete with the network's for the same cores
+        # would compete with the network's for the same cores. Columns, then rows, then the
+        # division: the order of numpy's mean over axes (2, 4), bit for bit, 5x faster.
         fy, fx = h // out_h, w // out_w
-        return x.reshape(c, out_h, fy, out_w, fx).mean(axis=(2, 4), dtype=np.float32)
+        cols = x.reshape(c, h, out_w, fx)
+        s = cols[..., 0].copy()
+        for k in range(1, fx):
+            s += cols[..., k]
+        rows = s.reshape(c, out_h, fy, out_w)
+        out = rows[:, :, 0].copy()
+        for k in range(1, fy):
+            out += rows[:, :, k]
+        out /= np.float32(fy * fx)
+        return out
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(x))[None]

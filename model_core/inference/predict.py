@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..models.fuse import fold_batchnorm
+from ..models.fuse import fusable, fuse_for_inference
 from .context_map import SharedContextFeatures, SharedContextLayout
 from .patches import Batch
 
@@ -86,10 +86,11 @@ class Predictor:
         # NHWC runs the convolutions of batched patches about 2x faster on CPU (oneDNN) and is
         # what tensor cores want on CUDA; the results differ only by float rounding.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
-            # Fold BatchNorm into the convs on a copy: the caller's model stays trainable.
+        if fusable(model):
+            # BatchNorm folded, ALE's depthwise groups merged, on a copy: the caller's model
+            # stays trainable.
             model = copy.deepcopy(model).eval()
-            fold_batchnorm(model)
+            fuse_for_inference(model)
         model = model.to(device=device, memory_format=self.memory_format)
         if hasattr(model, "per_image_calls"):
             # CPU: encoder and decoder image by image, context fusion batched (see FCtL).

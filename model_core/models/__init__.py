@@ -4,9 +4,9 @@ from .ale import ALE, LFI, ConcatFusion, GroupDepthConv, crop_to_patch
 from .backbone import Encoder
 from .decoder import FCN8sDecoder
 from .fctl import FCtL, parameter_counts
-from .lcc import LCC, relative_positions
+from .lcc import LCC, axis_offsets
 from .lcf import LCF
 from .mcf import MCF
 
 __all__ = ["ALE", "LFI", "ConcatFusion", "GroupDepthConv", "crop_to_patch", "Encoder",
-           "FCN8sDecoder", "FCtL", "parameter_counts", "LCC", "relative_positions", "LCF", "MCF"]
+           "FCN8sDecoder", "FCtL", "parameter_counts", "LCC", "axis_offsets", "LCF", "MCF"]

@@ -18,7 +18,12 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 class GroupDepthConv(nn.Module):
-    """Eq. 6: channel groups, each convolved depthwise with its own window size omega_i."""
+    """Eq. 6: channel groups, each convolved depthwise with its own window size omega_i.
+
+    :meth:`fuse` (inference) replaces the per-group convolutions by one depthwise convolution
+    whose kernels are each group's kernel zero-padded to the largest window: the same sums in a
+    single call, about half the time of four small calls on a CPU.
+    """
 
     def __init__(self, channels: int, kernels: Sequence[int]) -> None:
         super().__init__()
@@ -26,8 +31,28 @@ class GroupDepthConv(nn.Module):
         self.groups = _split(channels, len(kernels))
         self.convs = nn.ModuleList(
             nn.Conv2d(g, g, k, padding=k // 2, groups=g) for g, k in zip(self.groups, kernels))
+        # Set by fuse(); non-persistent, so checkpoints keep the per-group parameters.
+        self.register_buffer("fused_weight", None, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Build the single-call kernel from the current weights (eval mode only)."""
+        if self.training:
+            raise ValueError("GroupDepthConv.fuse is for inference: call eval() first")
+        size = max(c.kernel_size[0] for c in self.convs)
+        weights = []
+        for conv in self.convs:
+            pad = (size - conv.kernel_size[0]) // 2
+            weights.append(F.pad(conv.weight, (pad, pad, pad, pad)))
+        self.fused_weight = torch.cat(weights)
+        self.fused_bias = torch.cat([c.bias for c in self.convs])
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused_weight is not None and not self.training:
+            w = self.fused_weight.to(x.dtype)
+            return F.conv2d(x, w, self.fused_bias.to(x.dtype), padding=w.shape[-1] // 2,
+                            groups=w.shape[0])
         return torch.cat([conv(part) for conv, part in zip(self.convs, x.split(self.groups, 1))], 1)
 
 
