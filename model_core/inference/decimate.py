@@ -1,12 +1,13 @@
 """Decimated reads by integral factors in numpy, with the values GDAL's averaging read gives.
 
 Every patch's medium context (x3) and every shared-context tile is a window read to a third of
-its size. GDAL's ``GRIORA_Average`` read of a 1524 px window costs about 18 ms on one core
-(generic resampling code), while reading the window at full resolution and summing 3 x 3 blocks
-in numpy costs about 6 ms; on 2 cores the reading thread competes with the network, and on a GPU
-the reads bound the whole run. For integer rasters GDAL (3.6, Debian 12's) averages each block
-and rounds half away from zero; :func:`box_average` does the same in exact integer arithmetic,
-so the network sees the same values and the labels do not change.
+its size. GDAL's ``GRIORA_Average`` read of a 1524 px RGB window costs about 8 ms (block cache
+warm; generic resampling code), reading the window at full resolution and summing 3 x 3 blocks
+in numpy about 4.5 ms. The reads run in the prefetch thread, which on 2 cores competes with the
+network for the cores (and next to a GPU can become the bottleneck). For integer rasters GDAL
+(3.6, Debian 12's) averages each block and rounds half away from zero; :func:`box_average` does
+the same in exact integer arithmetic, so the network sees the same values and the labels do not
+change.
 
 The fast path is only taken where GDAL itself would average full-resolution pixels: an integer
 band type, no overviews (GDAL would read those instead), no nodata or mask (GDAL would leave

@@ -195,17 +195,19 @@ class PatchSource:
     def _scaled(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw - lo) / (hi - lo) clipped to [0, 1], with nodata and NaN set to 0; and the
         (h, w) mask of pixels valid in every band."""
-        if self._float_source:
-            bad = ~np.isfinite(raw)
-        else:   # integer sources hold no NaN (GDAL's float32 buffer is exact for them)
-            bad = np.zeros(raw.shape, bool)
-        for i, nd in enumerate(self._nodata):
-            if nd is not None and not math.isnan(nd):
-                bad[i] |= raw[i] == np.float32(nd)
-        x = (raw - np.float32(self.lo)) * np.float32(1.0 / (self.hi - self.lo))
+        x = np.subtract(raw, np.float32(self.lo), dtype=np.float32)
+        x *= np.float32(1.0 / (self.hi - self.lo))
         # np.clip's value, without its slow dispatch in numpy 1.x
         np.maximum(x, np.float32(0.0), out=x)
         np.minimum(x, np.float32(1.0), out=x)
+        nodata = [(i, nd) for i, nd in enumerate(self._nodata)
+                  if nd is not None and not math.isnan(nd)]
+        if not self._float_source and not nodata:
+            # integer sources hold no NaN (GDAL's float32 buffer is exact for them)
+            return x, np.ones(raw.shape[1:], bool)
+        bad = ~np.isfinite(raw) if self._float_source else np.zeros(raw.shape, bool)
+        for i, nd in nodata:
+            bad[i] |= raw[i] == np.float32(nd)
         if bad.any():
             x[bad] = 0.0
         return x, ~bad.any(axis=0)
