@@ -87,7 +87,7 @@ class FCtLDock(QDockWidget):
         form.addRow("Device", self.device_combo)
         self.tta_check = QCheckBox("Test-time augmentation (8x slower)", body)
         form.addRow("", self.tta_check)
-        self.shared_check = QCheckBox("Fast context (medium context shared, ~1.5x faster)", body)
+        self.shared_check = QCheckBox("Fast context (medium context shared, ~1.3x faster)", body)
         self.shared_check.setToolTip("Encode the medium context once per area of the raster "
                                      "instead of once per patch; labels differ from per-patch "
                                      "contexts in about 1 % of pixels.")

@@ -162,6 +162,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="compile the network with torch.compile (CUDA, large rasters)")
     p.add_argument("--shared-context", action="store_true",
                    help="encode the medium context once per raster area instead of once per "
-                   "patch: about 2x faster on CPU, labels differ slightly (see the README)")
+                   "patch: about 1.3-1.4x faster on CPU, labels differ slightly (see the README)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_run)
