@@ -126,3 +126,21 @@ def test_border_crossing_context_equals_full_padding(tmp_path, x, y):
     inside[max(-y, 0):max(0, min(64, 256 - y)), max(-x, 0):max(0, min(64, 256 - x))] = True
     np.testing.assert_array_equal(ok, inside)
     assert (vals[:, ~inside] == 0).all()
+
+
+def test_border_crossing_window_over_the_padding_limit_is_read_decimated(tmp_path, monkeypatch):
+    """Memory stays bounded: a border-crossing window above MAX_PADDED_PIXELS is never read at
+    full resolution, even with an integral factor."""
+    import model_core.inference.patches as patches
+
+    a = np.random.default_rng(4).integers(0, 256, (3, 256, 256)).astype(np.uint8)
+    reader = GdalReader(str(write_geotiff(tmp_path / "r.tif", a)))
+    reads = []
+    original = reader.read
+    monkeypatch.setattr(reader, "read", lambda *args, **kw: reads.append(kw) or
+                        original(*args, **kw))
+    monkeypatch.setattr(patches, "MAX_PADDED_PIXELS", 100 * 100)
+    source = PatchSource(reader, [1, 2, 3], (0.0, 255.0), 40, {"medium": "x3"})
+    out = source.read_context(Window(-60.0, -60.0, 120.0, 120.0), 40, 40)
+    assert reads and all(kw.get("out_w") for kw in reads)   # decimated, not full resolution
+    assert (out[:, :20, :] == 0).all() and (out[:, 20:, 20:] > 0).any()

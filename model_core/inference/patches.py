@@ -73,7 +73,10 @@ class PatchSource:
         # so that every patch's box lies inside it.
         self.global_window = context_window(Window(0, 0, self.p, self.p), "global", self.p,
                                             (max(w, self.p), max(h, self.p)))
-        self._nodata = [reader.nodata[b - 1] if reader.nodata else None for b in self.bands]
+        nodata = [reader.nodata[b - 1] if reader.nodata else None for b in self.bands]
+        # (band index, value) of the nodata values that can match a pixel (NaN is found apart)
+        self._nodata_checks = [(i, np.float32(nd)) for i, nd in enumerate(nodata)
+                               if nd is not None and not math.isnan(nd)]
         self._float_source = not np.issubdtype(np.dtype(getattr(reader, "dtype", np.float32)),
                                                np.integer)
         # Contexts whose features are shared across patches (set by the engine): their tiles
@@ -150,6 +153,8 @@ class PatchSource:
         if ix1 <= ix0 or iy1 <= iy0:
             return np.zeros((c, out_h, out_w), np.float32), np.zeros((out_h, out_w), bool)
         inner_read = (ix0, iy0, ix1 - ix0, iy1 - iy0)
+        if ww * wh > MAX_PADDED_PIXELS:
+            return self._decimated_into_padding(win, out_w, out_h, inner_read)
         if ww % out_w == 0 and wh % out_h == 0:
             # Integral factors (1 included): only the output blocks that touch the raster are
             # built, the others average zeros; the same values at a fraction of the work.
@@ -166,13 +171,20 @@ class PatchSource:
             if same:
                 ok[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = valid
             return out, ok
-        if ww * wh <= MAX_PADDED_PIXELS:
-            full = np.zeros((c, wh, ww), np.float32)
-            ok = np.zeros((wh, ww), bool)
-            inner = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-            full[(slice(None), *inner)], ok[inner] = self._scaled(
-                self.reader.read(*inner_read, self.bands))
-            return _area_resize(full, out_w, out_h), np.zeros((out_h, out_w), bool)
+        full = np.zeros((c, wh, ww), np.float32)
+        inner = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+        full[(slice(None), *inner)] = self._scaled(self.reader.read(*inner_read, self.bands))[0]
+        return _area_resize(full, out_w, out_h), np.zeros((out_h, out_w), bool)
+
+    def _decimated_into_padding(self, win: Window, out_w: int, out_h: int,
+                                inner_read: tuple[int, int, int, int]
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """A border-crossing window too large to pad at full resolution: its inside is read
+        decimated and placed to within half an output pixel."""
+        x0, y0, ww, wh = int(win.x), int(win.y), int(win.w), int(win.h)
+        ix0, iy0, iw, ih = inner_read
+        ix1, iy1 = ix0 + iw, iy0 + ih
+        c = len(self.bands)
         out = np.zeros((c, out_h, out_w), np.float32)
         j0, j1 = _span(ix0 - x0, ix1 - x0, ww / out_w, out_w)
         i0, i1 = _span(iy0 - y0, iy1 - y0, wh / out_h, out_h)
@@ -200,14 +212,12 @@ class PatchSource:
         # np.clip's value, without its slow dispatch in numpy 1.x
         np.maximum(x, np.float32(0.0), out=x)
         np.minimum(x, np.float32(1.0), out=x)
-        nodata = [(i, nd) for i, nd in enumerate(self._nodata)
-                  if nd is not None and not math.isnan(nd)]
-        if not self._float_source and not nodata:
+        if not self._float_source and not self._nodata_checks:
             # integer sources hold no NaN (GDAL's float32 buffer is exact for them)
             return x, np.ones(raw.shape[1:], bool)
         bad = ~np.isfinite(raw) if self._float_source else np.zeros(raw.shape, bool)
-        for i, nd in nodata:
-            bad[i] |= raw[i] == np.float32(nd)
+        for i, nd in self._nodata_checks:
+            bad[i] |= raw[i] == nd
         if bad.any():
             x[bad] = 0.0
         return x, ~bad.any(axis=0)
