@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -196,6 +197,39 @@ def run_raster(raster: Path, model_path: Path, out: Path, device: str, batch: in
             "s_per_megapixel": wall / (_pixels(raster) / 1e6)}
 
 
+def time_reads(raster: Path, config: FCtLConfig, workers: int = 1) -> dict[str, float]:
+    """Reading alone: every patch's network inputs (patch, per-patch contexts; the global
+    context once) with ``workers`` threads, each on its own handle, as the engine reads them.
+    Next to a GPU this, not the network, can bound a run."""
+    from .inference.patches import PatchSource
+    from .inference.plan import make_plan
+    from .inference.reader import GdalReader
+
+    reader = GdalReader(str(raster))
+    handles = [reader] + [reader.reopen() for _ in range(workers - 1)]
+    try:
+        p = config.patch_size
+        plan = make_plan((reader.width, reader.height), p, (0, 0, reader.width, reader.height),
+                         config.num_classes, 1024.0, 50)
+        streams = {name: config.context_spec(name) for name in config.context_streams}
+        source = PatchSource(reader, [1, 2, 3], (0.0, 255.0), p, streams)
+        batches = [plan.patches[i:i + 8] for i in range(0, len(plan.patches), 8)]
+        free = list(handles)
+        t = time.perf_counter()
+        if source.global_streams:
+            source.global_image()
+        with ThreadPoolExecutor(workers, initializer=lambda: source.use_reader(free.pop())) as pool:
+            prepared = [source.prepare(b) for b in batches]
+            for _ in pool.map(source.fetch, prepared):
+                pass
+        seconds = time.perf_counter() - t
+    finally:
+        for h in handles:
+            h.close()
+    return {"read_s": seconds, "read_ms_per_patch": 1000 * seconds / len(plan.patches),
+            "workers": workers}
+
+
 def _pixels(raster: Path) -> int:
     from osgeo import gdal
 
@@ -255,6 +289,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             row: dict[str, Any] = {}
             for key, results in tries.items():
                 row[key] = dict(min(results, key=lambda r: r["wall_s"]), repeats=len(results))
+            for key, name in (("fctl", "fctl"), ("baseline", "baseline")):
+                row[key].update(time_reads(raster, configs[name]))
             base = row["baseline"]
             row["ratio_wall"] = row["fctl"]["wall_s"] / base["wall_s"]
             row["ratio_rss"] = row["fctl"]["peak_rss_mb"] / base["peak_rss_mb"]
@@ -304,6 +340,9 @@ def to_markdown(r: dict[str, Any]) -> str:
                 bl["s_per_megapixel"], "{:.2f}")
             row(f"{size} x {size} peak RSS MB{label}", f["peak_rss_mb"], bl["peak_rss_mb"],
                 "{:.0f}")
+            if "read_ms_per_patch" in f:
+                row(f"{size} x {size} reading ms per patch (one thread){label}",
+                    f["read_ms_per_patch"], bl["read_ms_per_patch"], "{:.1f}")
     lines.append("")
     for name, label in (("fctl", "FCtL"), ("fctl_shared", "FCtL, shared context")):
         if name in r["profile"]:

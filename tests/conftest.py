@@ -31,7 +31,7 @@ def write_geotiff(path: Path, array: np.ndarray, *, epsg: int | None = 32631,
     arr = array[None] if array.ndim == 2 else array
     bands, h, w = arr.shape
     dtype = {np.uint8: gdal.GDT_Byte, np.uint16: gdal.GDT_UInt16, np.float32: gdal.GDT_Float32,
-             np.int16: gdal.GDT_Int16}[arr.dtype.type]
+             np.int16: gdal.GDT_Int16, np.int32: gdal.GDT_Int32}[arr.dtype.type]
     ds = gdal.GetDriverByName(driver).Create(str(path), w, h, bands, dtype)
     ds.SetGeoTransform((origin[0], pixel, 0.0, origin[1], 0.0, -pixel))
     if epsg is not None:

@@ -39,6 +39,9 @@ def test_bench_report(tmp_path):
     assert "| s per patch (batch2), shared context |" in md
     assert "| 300 x 300 wall s |" in md and "FCtL / baseline" in md
     assert "| 300 x 300 wall s, shared context |" in md
+    for name in ("fctl", "baseline"):
+        assert report["raster"]["300"][name]["read_ms_per_patch"] > 0
+    assert "| 300 x 300 reading ms per patch (one thread) |" in md
     assert report["ratios"]["raster_300_shared"] == pytest.approx(
         report["raster"]["300"]["fctl_shared"]["wall_s"]
         / report["raster"]["300"]["baseline"]["wall_s"])
@@ -58,3 +61,16 @@ def test_bench_runs_without_gdal(tmp_path):
     assert "GDAL is not installed: whole-raster benchmarks skipped" in proc.stderr
     report = json.loads((out / "bench.json").read_text())
     assert report["raster"] == {} and report["patch"]["fctl"]["batch1"]["per_patch_s"] > 0
+
+
+def test_reading_benchmark_reads_every_patch_with_several_threads(tmp_path):
+    from model_core.bench import _synthetic_raster, time_reads
+    from model_core.config import FCtLConfig
+
+    raster = tmp_path / "r.tif"
+    _synthetic_raster(raster, 400)
+    cfg = FCtLConfig(backbone="mobilenetv3_small_050", patch_size=96, num_classes=7)
+    for workers in (1, 3):
+        got = time_reads(raster, cfg, workers)
+        assert got["workers"] == workers and got["read_s"] > 0
+        assert got["read_ms_per_patch"] == pytest.approx(1000 * got["read_s"] / 64)

@@ -144,3 +144,62 @@ def test_border_crossing_window_over_the_padding_limit_is_read_decimated(tmp_pat
     out = source.read_context(Window(-60.0, -60.0, 120.0, 120.0), 40, 40)
     assert reads and all(kw.get("out_w") for kw in reads)   # decimated, not full resolution
     assert (out[:, :20, :] == 0).all() and (out[:, 20:, 20:] > 0).any()
+
+
+def test_native_reads_equal_float_reads(tmp_path):
+    """read_native gives the raw integers (their type kept for 8 and 16 bits) that read gives
+    as float32; other types come back as read gives them."""
+    rng = np.random.default_rng(5)
+    for dtype, expect in [(np.uint8, np.uint8), (np.int16, np.int16), (np.uint16, np.uint16),
+                          (np.int32, np.float32), (np.float32, np.float32)]:
+        a = rng.integers(-300 if dtype in (np.int16, np.int32) else 0, 250,
+                         (3, 60, 70)).astype(dtype)
+        reader = GdalReader(str(write_geotiff(tmp_path / f"{np.dtype(dtype).name}.tif", a)))
+        got = reader.read_native(5, 7, 40, 30, [3, 1])
+        assert got.dtype == expect
+        np.testing.assert_array_equal(got.astype(np.float32), reader.read(5, 7, 40, 30, [3, 1]))
+        np.testing.assert_array_equal(got, a[[2, 0], 7:37, 5:45].astype(expect))
+
+
+@pytest.mark.parametrize("dtype,scale,exact", [(np.uint8, (0.0, 255.0), True),
+                                               (np.uint8, (-20.0, 300.0), True),
+                                               (np.uint8, (10.0, 240.0), False),
+                                               (np.uint16, (0.0, 65535.0), True),
+                                               (np.int16, (-40000.0, 40000.0), True),
+                                               (np.int16, (0.0, 3000.0), False)])
+def test_integer_scaling_equals_the_float_path_bit_for_bit(tmp_path, dtype, scale, exact):
+    """Native integer reads are scaled without the clipping passes only where nothing can
+    clip: the values are those of the float32 path, bit for bit."""
+    info = np.iinfo(dtype)
+    a = np.random.default_rng(6).integers(info.min, int(info.max) + 1, (3, 50, 50)).astype(dtype)
+    reader = GdalReader(str(write_geotiff(tmp_path / "r.tif", a)))
+    source = PatchSource(reader, [1, 2, 3], scale, 50, {})
+    assert source._exact_sums(np.dtype(dtype)) == exact
+    vals, ok = source._scaled(a)
+    ref, ref_ok = source._scaled(a.astype(np.float32))
+    np.testing.assert_array_equal(vals, ref)
+    np.testing.assert_array_equal(ok, ref_ok)
+    assert vals.min() >= 0.0 and vals.max() <= 1.0
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, (0.0, 255.0)), (np.uint8, (-20.0, 300.0)),
+                                         (np.uint16, (0.0, 65535.0)),
+                                         (np.int16, (-40000.0, 40000.0))])
+@pytest.mark.parametrize("x,y", [(-60, -60), (-1, 40), (130, 170), (150, -7)])
+def test_border_crossing_context_from_integer_sums(tmp_path, dtype, scale, x, y):
+    """Integer rasters that cannot clip and have no nodata: border-crossing contexts are block
+    means of exact integer sums, within float32 rounding of the padded float32 path (the labels
+    change at ties at most)."""
+    info = np.iinfo(dtype)
+    a = np.random.default_rng(7).integers(info.min, int(info.max) + 1,
+                                          (3, 256, 256)).astype(dtype)
+    reader = GdalReader(str(write_geotiff(tmp_path / "r.tif", a)))
+    source = PatchSource(reader, [1, 2, 3], scale, 40, {"medium": "x3"})
+    assert source._exact_sums(np.dtype(dtype))
+    win = Window(float(x), float(y), 120.0, 120.0)
+    got = source.read_context(win, 40, 40)
+    ref = _padded_reference(source, a, win, 40)
+    # the slow path rounds 9 values, 8 sums and a division: a few ulps (3 at most measured)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    outside = ref == 0
+    assert (got[outside] == 0).all() and not outside.all()

@@ -201,3 +201,66 @@ def test_auto_batch_size(tmp_path):
                 model=model, card=card)
         labels.append(gdal.Open(str(out)).ReadAsArray())
     np.testing.assert_array_equal(labels[0], labels[1])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_parallel_read_workers_give_the_same_inputs_in_run_order(tmp_path, monkeypatch, shared):
+    """Several reading threads, each on its own GDAL handle: every call of the network sees the
+    inputs (patches, contexts, shared tiles, boxes) a single thread gives, in the same order."""
+    import threading
+    import time
+
+    import torch
+
+    from model_core.inference.patches import PatchSource
+    from model_core.inference.reader import GdalReader
+
+    img = _img((3, 150, 260), seed=8)
+    src = write_geotiff(tmp_path / "in.tif", img)
+    opened, readers = [], {}
+    reopen, fetch = GdalReader.reopen, PatchSource.fetch
+    monkeypatch.setattr(GdalReader, "reopen", lambda self: opened.append(1) or reopen(self))
+
+    def traced_fetch(self, prepared):
+        readers.setdefault(threading.get_ident(), set()).add(id(self.reader))
+        time.sleep(0.02)   # slow reads: the pool starts all its threads
+        return fetch(self, prepared)
+    monkeypatch.setattr(PatchSource, "fetch", traced_fetch)
+    calls, labels = {}, {}
+    for workers in (1, 3):
+        readers.clear()
+        model, card = modulo_model(K, patch_size=32, record=True, medium_context="x3",
+                                   large_context="global")
+        out = tmp_path / f"o{workers}.tif"
+        segment(SegmentOptions(str(src), str(out), batch_size=2, min_overlap=8, device="cpu",
+                               read_workers=workers, shared_context=shared),
+                model=model, card=card)
+        calls[workers] = model.calls
+        labels[workers] = gdal.Open(str(out)).ReadAsArray()
+        # one handle per thread, never shared between threads
+        handles = [h for hs in readers.values() for h in hs]
+        assert len(readers) == workers and len(set(handles)) == len(handles) == workers
+    assert len(opened) == 2
+    assert len(calls[1]) == len(calls[3]) > 3
+
+    def same(a, b):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for k in a:
+                same(a[k], b[k])
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(calls[1], calls[3]):
+        same(a, b)
+    np.testing.assert_array_equal(labels[3], labels[1])
+    np.testing.assert_array_equal(labels[1], img[0] % K)
+
+
+def test_auto_read_workers():
+    import torch
+
+    from model_core.inference.engine import resolve_read_workers
+
+    assert resolve_read_workers(0, torch.device("cpu")) == 1
+    assert 1 <= resolve_read_workers(0, torch.device("cuda")) <= 4
+    assert resolve_read_workers(3, torch.device("cpu")) == 3

@@ -44,7 +44,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         min_area=args.min_area, min_area_unit=args.min_area_unit,
         sieve_raster=args.sieve_raster, min_overlap=args.min_overlap,
         layer_name=args.layer, memory_mb=args.memory_mb, prefetch=not args.no_prefetch,
-        compile=args.compile, shared_context=args.shared_context)
+        read_workers=args.read_workers, compile=args.compile, shared_context=args.shared_context)
 
 
 def _keep_freed_memory() -> None:
@@ -158,6 +158,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="memory budget of the logit merge in MiB (never changes the labels)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="do not read the next batch in a background thread")
+    p.add_argument("--read-workers", type=int, default=0, metavar="N",
+                   help="threads reading batches ahead, each with its own handle on the raster "
+                        "(default: 1 on CPU, up to 4 on CUDA)")
     p.add_argument("--compile", action="store_true",
                    help="compile the network with torch.compile (CUDA, large rasters)")
     p.add_argument("--shared-context", action="store_true",

@@ -14,10 +14,11 @@ they differ, because a crop sees zero padding there and the map sees the neighbo
 The labels therefore differ slightly from per-patch contexts (measured in the README), which is
 why the mode is opt-in. The map is held for about two tile rows at a time.
 
-Two halves, one per thread: :class:`SharedContextLayout` (with the reader, in the prefetch
-thread) decides which tiles each batch needs, reads the images of new ones and says which old
-ones to drop; :class:`SharedContextFeatures` (with the network) encodes those images and samples
-the patches' features. Both follow the same batches in the same order.
+Two halves, one per thread: :class:`SharedContextLayout` (with the reader) decides which tiles
+each batch needs and which old ones to drop (in run order), and reads the images of new ones (in
+a reading thread, in parallel with other batches' reads); :class:`SharedContextFeatures` (with
+the network) encodes those images and samples the patches' features. Both follow the same
+batches in the same order.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class TileLoad:
     images: dict[TileKey, np.ndarray] = field(default_factory=dict)
     evict: list[TileKey] = field(default_factory=list)
     starts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
+    # tiles planned but not read yet: key -> (raster window, out_w, out_h)
+    pending: dict[TileKey, tuple[Window, int, int]] = field(default_factory=dict)
 
 
 class SharedContextLayout:
@@ -120,7 +123,21 @@ class SharedContextLayout:
 
     # ----------------------------------------------------------------- per batch
     def load(self, windows: Sequence[Window]) -> TileLoad:
-        """Starts of ``windows``, the images of tiles not yet held, and tiles no longer needed.
+        """Starts of ``windows``, the images of tiles not yet held, and tiles no longer needed:
+        :meth:`plan` then :meth:`fill`."""
+        return self.fill(self.plan(windows))
+
+    def fill(self, load: TileLoad) -> TileLoad:
+        """Read the images of ``load``'s pending tiles (safe in parallel with other batches'
+        fills: it only reads)."""
+        for key, (win, w, h) in sorted(load.pending.items()):
+            load.images[key] = self.read(win, w, h)
+        load.pending = {}
+        return load
+
+    def plan(self, windows: Sequence[Window]) -> TileLoad:
+        """Starts of ``windows``, the tiles to read, and tiles no longer needed; batches must be
+        planned in run order.
 
         Patches come row by row (a column group at a time), so a tile row above every patch of
         the batch is done; when the rows restart (the next column group) all unused tiles go.
@@ -137,9 +154,7 @@ class SharedContextLayout:
         self._last_row = top
         self._resident.difference_update(evict)
         out = TileLoad(evict=sorted(evict), starts=np.asarray(starts, np.float64).reshape(-1, 2))
-        for key in sorted(needed - self._resident):
-            win, w, h = self.tile_window(key)
-            out.images[key] = self.read(win, w, h)
+        out.pending = {key: self.tile_window(key) for key in sorted(needed - self._resident)}
         self._resident |= needed
         return out
 

@@ -2,7 +2,7 @@
 
 The run: check the inputs and outputs (nothing is created before they pass), load the model,
 plan the patch grid (:mod:`.plan`), read the global context once and encode it, then read
-batches of patches with their contexts (:mod:`.patches`, one batch ahead in a thread), run them
+batches of patches with their contexts (:mod:`.patches`, ahead in reading threads), run them
 (:mod:`.predict`), merge the logits in bounded memory (:mod:`.merge`) and stream the labels into
 a temporary GeoTIFF (:mod:`.writers`); sieve and polygonise (:mod:`.polygons`) and only then
 move the files into place. Any error or cancellation removes what the run wrote.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -212,25 +212,62 @@ def resolve_batch_size(batch_size: int, device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
 
 
+def resolve_read_workers(read_workers: int, device: torch.device) -> int:
+    """``read_workers`` <= 0 means auto: 1 on CPU (the reads share the cores with the network:
+    a second thread only adds contention), on CUDA up to 4, one core left to the main thread."""
+    if read_workers > 0:
+        return int(read_workers)
+    if device.type != "cuda":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 def _run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
                  options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
                  end: float) -> None:
-    """Batches in plan order; the next batch is read while the current one runs."""
+    """Batches in plan order; the next ones are read while the current one runs.
+
+    Reading threads each use their own handle on the raster; batches are prepared (shared
+    tiles planned) in run order here and read in parallel, and consumed in run order.
+    """
     bs = resolve_batch_size(options.batch_size, predictor.device)
     batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
     total = len(plan.patches)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="fctl-read") if options.prefetch else None
-    load: Callable[[list], Future] | None = (lambda b: pool.submit(source.load, b)) \
-        if pool is not None else None
+    workers, handles = 0, []
+    if options.prefetch:
+        workers = min(resolve_read_workers(options.read_workers, predictor.device),
+                      len(batches))
+        handles = [source.reader]
+        for _ in range(workers - 1):
+            other = source.reader.reopen()
+            if other is None:
+                log.info("this source cannot be opened twice: reading in one thread")
+                break
+            handles.append(other)
+        workers = len(handles)
+    free = list(handles)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fctl-read",
+                              initializer=lambda: source.use_reader(free.pop())) \
+        if workers else None
+    ahead: deque[Future] = deque()
+    queued = 0
+
+    def queue_next() -> None:
+        nonlocal queued
+        ahead.append(pool.submit(source.fetch, source.prepare(batches[queued])))
+        queued += 1
+
     try:
-        pending = load(batches[0]) if load else None
+        if pool is not None:
+            while queued < min(workers, len(batches)):
+                queue_next()
         done = 0
-        for i, patches in enumerate(batches):
+        for patches in batches:
             if cancelled():
                 raise Cancelled("segmentation cancelled")
-            batch = pending.result() if pending is not None else source.load(patches)
-            if load is not None and i + 1 < len(batches):
-                pending = load(batches[i + 1])
+            batch = ahead.popleft().result() if pool is not None else source.load(patches)
+            if pool is not None and queued < len(batches):
+                queue_next()
             logits = predictor(batch)
             for j, patch in enumerate(batch.patches):
                 merger.add(patch, logits[j], batch.valid[j])
@@ -239,6 +276,8 @@ def _run_patches(plan, source: PatchSource, predictor: Predictor, merger: Stream
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        for other in handles[1:]:
+            other.close()
 
 
 # --------------------------------------------------------------------------- checks

@@ -37,6 +37,9 @@ class SegmentOptions:
         memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
             rasters too wide for it run in column groups. Never changes the labels.
         prefetch: read the next batch in a background thread while the current one runs.
+        read_workers: threads reading batches ahead in parallel (each with its own handle on the
+            raster); 0 = auto: 1 on CPU, where the reads share the cores with the network, and
+            up to 4 next to a GPU, where one thread cannot read as fast as the GPU runs.
         compile: run the network through ``torch.compile`` (worth it on CUDA for large rasters).
         shared_context: encode the medium (and any non-global large) context once per raster
             area and sample each patch's features from that map instead of encoding every
@@ -62,6 +65,7 @@ class SegmentOptions:
     layer_name: str = "classes"
     memory_mb: float = 1024.0
     prefetch: bool = True
+    read_workers: int = 0
     compile: bool = False
     shared_context: bool = False
 

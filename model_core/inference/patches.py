@@ -5,14 +5,19 @@ snapped to whole pixels; the part outside the raster is black (0), so the patch'
 centred, as in the reference code, which pads the image before cutting contexts. Contexts inside
 the raster are read with decimated reads straight to the patch size (a 1524 px context of a
 508 px patch reads about 508^2 values, not 1524^2); one crossing the border is padded at full
-resolution and then box-filtered, which gives the same values the padded image would. The
-global context (the whole raster, padded to at least one patch) is read once per run.
-Raw values are scaled to [0, 1] as (raw - lo) / (hi - lo), clipped; nodata and NaN become 0.
+resolution and then box-filtered, which gives the values the padded image would (for 8 and
+16-bit integer rasters without nodata whose scale clips nothing, from exact integer block sums:
+the same to float rounding at 3x the speed). The global context (the whole raster, padded to at
+least one patch) is read once per run. Raw values are scaled to [0, 1] as (raw - lo) / (hi - lo),
+clipped; nodata and NaN become 0. Windows at full resolution are read in the source's integer
+type (a quarter of GDAL's float32 traffic) and scaled without the clipping passes where the
+type's range cannot clip: bit for bit the float32 path's values.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -20,6 +25,7 @@ import numpy as np
 
 from ..geometry import Window, box_in, context_window
 from .context_map import SharedContextLayout, TileLoad
+from .decimate import accumulator, block_sums
 from .plan import Patch
 from .reader import WindowReader
 
@@ -50,6 +56,14 @@ class Batch:
         return ~self.valid.reshape(len(self.patches), -1).any(axis=1)
 
 
+@dataclass
+class Prepared:
+    """A batch planned in run order (:meth:`PatchSource.prepare`), not read yet."""
+
+    patches: list[Patch]
+    shared: dict[str, TileLoad]
+
+
 class PatchSource:
     """Reads patches and contexts of ``reader`` for a model.
 
@@ -63,7 +77,8 @@ class PatchSource:
 
     def __init__(self, reader: WindowReader, bands: Sequence[int], scale: tuple[float, float],
                  patch_size: int, streams: dict[str, str]) -> None:
-        self.reader = reader
+        self._reader = reader
+        self._local = threading.local()
         self.bands = [int(b) for b in bands]
         self.lo, self.hi = float(scale[0]), float(scale[1])
         self.p = int(patch_size)
@@ -77,6 +92,7 @@ class PatchSource:
         # (band index, value) of the nodata values that can match a pixel (NaN is found apart)
         self._nodata_checks = [(i, np.float32(nd)) for i, nd in enumerate(nodata)
                                if nd is not None and not math.isnan(nd)]
+        self._unclipped_types: dict[np.dtype, bool] = {}
         self._float_source = not np.issubdtype(np.dtype(getattr(reader, "dtype", np.float32)),
                                                np.integer)
         # Contexts whose features are shared across patches (set by the engine): their tiles
@@ -104,8 +120,31 @@ class PatchSource:
         """The global context resized to (C, P, P), in [0, 1]."""
         return self.image(self.global_window, self.p, self.p)[0]
 
+    # ------------------------------------------------------------------ threads
+    @property
+    def reader(self) -> WindowReader:
+        """The reader of the calling thread: its own handle (:meth:`use_reader`) or the source's."""
+        return getattr(self._local, "reader", None) or self._reader
+
+    def use_reader(self, reader: WindowReader) -> None:
+        """Read through ``reader`` (another handle on the same raster) in the calling thread,
+        so that reading threads never share a GDAL dataset."""
+        self._local.reader = reader
+
     def load(self, patches: list[Patch]) -> Batch:
-        """Read the inputs of ``patches``."""
+        """Read the inputs of ``patches``: :meth:`prepare`, then :meth:`fetch`."""
+        return self.fetch(self.prepare(patches))
+
+    def prepare(self, patches: list[Patch]) -> Prepared:
+        """The run-order part of a batch (which shared tiles it brings and drops): call it for
+        the batches in run order; their :meth:`fetch` calls may then run in parallel."""
+        shared = {name: layout.plan([self.context_window(pt.window, name) for pt in patches])
+                  for name, layout in self.shared.items()}
+        return Prepared(list(patches), shared)
+
+    def fetch(self, prepared: Prepared) -> Batch:
+        """Read a prepared batch (only reads: safe in parallel, one reader per thread)."""
+        patches = prepared.patches
         b, p, c = len(patches), self.p, len(self.bands)
         local = np.zeros((b, c, p, p), np.float32)
         valid = np.zeros((b, p, p), bool)
@@ -123,8 +162,7 @@ class PatchSource:
                 boxes[name][i] = box_in(win, ctx)
                 if name in contexts:
                     contexts[name][i] = self.image(ctx, p, p)[0]
-        shared = {name: layout.load([self.context_window(pt.window, name) for pt in patches])
-                  for name, layout in self.shared.items()}
+        shared = {name: self.shared[name].fill(load) for name, load in prepared.shared.items()}
         return Batch(list(patches), local, contexts, boxes, valid, shared)
 
     def read_context(self, win: Window, out_w: int, out_h: int) -> np.ndarray:
@@ -146,8 +184,8 @@ class PatchSource:
         ix1, iy1 = min(x0 + ww, w), min(y0 + wh, h)
         same = (ww, wh) == (out_w, out_h)
         if (ix0, iy0, ix1, iy1) == (x0, y0, x0 + ww, y0 + wh):
-            raw = self.reader.read(x0, y0, ww, wh, self.bands, out_w=None if same else out_w,
-                                   out_h=None if same else out_h)
+            raw = self.reader.read_native(x0, y0, ww, wh, self.bands) if same else \
+                self.reader.read(x0, y0, ww, wh, self.bands, out_w=out_w, out_h=out_h)
             return self._scaled(raw)
         c = len(self.bands)
         if ix1 <= ix0 or iy1 <= iy0:
@@ -161,19 +199,25 @@ class PatchSource:
             fx, fy = ww // out_w, wh // out_h
             a0, b0 = (ix0 - x0) // fx * fx, (iy0 - y0) // fy * fy
             a1, b1 = -(-(ix1 - x0) // fx) * fx, -(-(iy1 - y0) // fy) * fy
-            vals, valid = self._scaled(self.reader.read(*inner_read, self.bands))
-            part = np.zeros((c, b1 - b0, a1 - a0), np.float32)
-            part[:, iy0 - y0 - b0:iy1 - y0 - b0, ix0 - x0 - a0:ix1 - x0 - a0] = vals
+            raw = self.reader.read_native(*inner_read, self.bands)
+            inner = (slice(iy0 - y0 - b0, iy1 - y0 - b0), slice(ix0 - x0 - a0, ix1 - x0 - a0))
             out = np.zeros((c, out_h, out_w), np.float32)
-            out[:, b0 // fy:b1 // fy, a0 // fx:a1 // fx] = part if same else _area_resize(
-                part, (a1 - a0) // fx, (b1 - b0) // fy)
+            blocks = (slice(None), slice(b0 // fy, b1 // fy), slice(a0 // fx, a1 // fx))
             ok = np.zeros((out_h, out_w), bool)
+            if not same and self._exact_sums(raw.dtype):
+                out[blocks] = self._padded_block_means(raw, inner, (b1 - b0, a1 - a0), fy, fx)
+                return out, ok
+            vals, valid = self._scaled(raw)
+            part = np.zeros((c, b1 - b0, a1 - a0), np.float32)
+            part[(slice(None), *inner)] = vals
+            out[blocks] = part if same else _area_resize(part, (a1 - a0) // fx, (b1 - b0) // fy)
             if same:
                 ok[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = valid
             return out, ok
         full = np.zeros((c, wh, ww), np.float32)
         inner = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-        full[(slice(None), *inner)] = self._scaled(self.reader.read(*inner_read, self.bands))[0]
+        full[(slice(None), *inner)] = self._scaled(
+            self.reader.read_native(*inner_read, self.bands))[0]
         return _area_resize(full, out_w, out_h), np.zeros((out_h, out_w), bool)
 
     def _decimated_into_padding(self, win: Window, out_w: int, out_h: int,
@@ -204,11 +248,58 @@ class PatchSource:
                 ix0, iy0, ix1 - ix0, iy1 - iy0, self.bands)
         return out
 
+    def _unclipped(self, dtype: np.dtype) -> bool:
+        """Whether every value of integer ``dtype`` scales into [0, 1] without clipping (the
+        scaling is monotonic, so the type's two ends decide)."""
+        dtype = np.dtype(dtype)
+        if dtype in self._unclipped_types:
+            return self._unclipped_types[dtype]
+        info = np.iinfo(dtype)
+        ends = np.subtract(np.array([info.min, info.max], np.float32), np.float32(self.lo),
+                           dtype=np.float32)
+        ends *= np.float32(1.0 / (self.hi - self.lo))
+        self._unclipped_types[dtype] = bool(ends[0] >= 0.0 and ends[1] <= 1.0)
+        return self._unclipped_types[dtype]
+
+    def _exact_sums(self, dtype: np.dtype) -> bool:
+        """Whether a window of ``dtype`` can be block-averaged from exact integer sums: an
+        integer type, nothing clipped and no nodata, so that the mean of the scaled values is
+        the scaled mean of the raw ones."""
+        return (np.issubdtype(dtype, np.integer) and not self._nodata_checks
+                and self._unclipped(dtype))
+
+    def _padded_block_means(self, raw: np.ndarray, inner: tuple[slice, slice],
+                            size: tuple[int, int], fy: int, fx: int) -> np.ndarray:
+        """Block means of the scaled window, 0 (black) outside the raster, from exact integer
+        sums: raw (C, h, w) lies at ``inner`` of a zero-padded (C, *size) region of whole
+        blocks. sum(scale(v)) = (sum(v) - n lo) / (hi - lo) over the n in-raster pixels of a
+        block, computed in float64 and rounded once. The float32 path (scale, pad, sum, divide)
+        rounds at every step: the two differ by a few ulps (at most 3 measured, 1.8e-7), and
+        this one is the exact mean rounded once, for about a fifth of the work."""
+        c = raw.shape[0]
+        acc = accumulator(raw.dtype, fy * fx)
+        part = np.zeros((c, *size), acc)
+        part[(slice(None), *inner)] = raw
+        sums = block_sums(part, fy, fx, acc).astype(np.float64)
+        if self.lo != 0.0:
+            rows = np.zeros(size[0], np.float64)
+            rows[inner[0]] = 1.0
+            cols = np.zeros(size[1], np.float64)
+            cols[inner[1]] = 1.0
+            inside = np.outer(rows.reshape(-1, fy).sum(1), cols.reshape(-1, fx).sum(1))
+            sums -= self.lo * inside
+        sums *= 1.0 / ((self.hi - self.lo) * fy * fx)
+        return sums.astype(np.float32)
+
     def _scaled(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw - lo) / (hi - lo) clipped to [0, 1], with nodata and NaN set to 0; and the
         (h, w) mask of pixels valid in every band."""
         x = np.subtract(raw, np.float32(self.lo), dtype=np.float32)
         x *= np.float32(1.0 / (self.hi - self.lo))
+        if np.issubdtype(raw.dtype, np.integer) and not self._nodata_checks \
+                and self._unclipped(raw.dtype):
+            # the same float32 values without the clipping passes (native reads of bytes)
+            return x, np.ones(raw.shape[1:], bool)
         # np.clip's value, without its slow dispatch in numpy 1.x
         np.maximum(x, np.float32(0.0), out=x)
         np.minimum(x, np.float32(1.0), out=x)

@@ -51,6 +51,19 @@ class WindowReader(abc.ABC):
         """Boolean (ysize, xsize) mask, False where the source marks the pixel as nodata/masked
         in any of ``bands``."""
 
+    def read_native(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
+                    ) -> np.ndarray:
+        """Raw values of an in-raster window at full resolution, (len(bands), ysize, xsize):
+        in the source's own type where that is an integer of at most 16 bits (a quarter of the
+        float32 traffic, and exact integer sums for block means), else float32 as :meth:`read`.
+        """
+        return self.read(xoff, yoff, xsize, ysize, bands)
+
+    def reopen(self) -> "WindowReader | None":
+        """Another handle on the same raster, for a second reading thread; None when this
+        reader cannot open one (then the engine reads in a single thread)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the source."""
 
@@ -130,6 +143,22 @@ class GdalReader(WindowReader):
         index = [unique.index(int(b)) for b in bands]
         return arr if index == list(range(len(unique))) else arr[index]
 
+    def read_native(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
+                    ) -> np.ndarray:
+        if self.dtype not in NATIVE_TYPES:
+            return self.read(xoff, yoff, xsize, ysize, bands)
+        self._check(xoff, yoff, xsize, ysize, bands)
+        unique = sorted(set(int(b) for b in bands))
+        arr = self._ds.ReadAsArray(int(xoff), int(yoff), int(xsize), int(ysize), band_list=unique)
+        if arr is None:
+            from osgeo import gdal
+
+            raise OSError(f"GDAL could not read window ({xoff}, {yoff}, {xsize}, {ysize}) of "
+                          f"{self.path}: {gdal.GetLastErrorMsg() or 'unknown error'}")
+        arr = arr.reshape(len(unique), ysize, xsize)
+        index = [unique.index(int(b)) for b in bands]
+        return arr if index == list(range(len(unique))) else arr[index]
+
     def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
               ) -> np.ndarray:
         self._check(xoff, yoff, xsize, ysize, bands)
@@ -143,9 +172,15 @@ class GdalReader(WindowReader):
             mask &= m != 0
         return mask
 
+    def reopen(self) -> "GdalReader":
+        return GdalReader(self.path)
+
     def close(self) -> None:
         self._ds = None
 
+
+# Integer types that float32 holds exactly, returned as they are by read_native.
+NATIVE_TYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
 
 _GDAL_NUMPY = {"Byte": np.uint8, "Int8": np.int8, "UInt16": np.uint16, "Int16": np.int16,
                "UInt32": np.uint32, "Int32": np.int32, "UInt64": np.uint64, "Int64": np.int64,
