@@ -264,3 +264,16 @@ def test_auto_read_workers():
     assert resolve_read_workers(0, torch.device("cpu")) == 1
     assert 1 <= resolve_read_workers(0, torch.device("cuda")) <= 4
     assert resolve_read_workers(3, torch.device("cpu")) == 3
+
+
+def test_argmax_classes_is_numpys_argmax_with_first_class_on_ties():
+    from model_core.inference.merge import argmax_classes
+
+    rng = np.random.default_rng(9)
+    for k in (1, 2, 7, 40):
+        logits = rng.normal(size=(k, 37, 53)).astype(np.float32)
+        ties = rng.integers(0, 3, (k, 37, 53)).astype(np.float32)   # many exact ties
+        for acc in (logits, ties, np.full((k, 5, 6), -2.5, np.float32)):
+            got = argmax_classes(acc)
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(got, acc.argmax(axis=0))

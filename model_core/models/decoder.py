@@ -58,4 +58,6 @@ class FCN8sDecoder(nn.Module):
         s = self.score32(self.head(f32))
         s = _match(self.up32(s), f16.shape[-2:]) + self.score16(f16)
         s = _match(self.up16(s), f8.shape[-2:]) + self.score8(f8)
-        return _match(self.up8(s), out_size)
+        # Full-size logits in NCHW: bilinear resizing of K channels runs about twice as fast
+        # there as in channels-last on CPU, and the merge needs them NCHW anyway.
+        return _match(self.up8(s).contiguous(), out_size)
