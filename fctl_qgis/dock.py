@@ -87,7 +87,7 @@ class FCtLDock(QDockWidget):
         form.addRow("Device", self.device_combo)
         self.tta_check = QCheckBox("Test-time augmentation (8x slower)", body)
         form.addRow("", self.tta_check)
-        self.shared_check = QCheckBox("Fast context (medium context shared, ~1.3x faster)", body)
+        self.shared_check = QCheckBox("Fast context (medium context shared, ~1.2-1.5x faster)", body)
         self.shared_check.setToolTip("Encode the medium context once per area of the raster "
                                      "instead of once per patch; labels differ from per-patch "
                                      "contexts in about 1 % of pixels.")
@@ -97,7 +97,7 @@ class FCtLDock(QDockWidget):
         form.addRow("", self.vector_check)
         self.batch_spin = QSpinBox(body)
         self.batch_spin.setRange(0, 64)
-        self.batch_spin.setSpecialValueText("auto")   # 0: 1 on CPU, 8 on a GPU
+        self.batch_spin.setSpecialValueText("auto")   # 0: 4 (FCtL) or 1 on CPU, 8 on a GPU
         self.batch_spin.setValue(0)
         form.addRow("Batch size", self.batch_spin)
         self.output_widget = QgsFileWidget(body)

@@ -182,17 +182,20 @@ def test_plan_groups_tile_the_window_exactly():
 
 
 def test_auto_batch_size(tmp_path):
-    """batch_size 0 = auto: one patch per pass on CPU (no speed lost there, 4x less activation
-    memory), 8 on CUDA; the labels are those of an explicit batch size."""
+    """batch_size 0 = auto: on CPU 4 patches per pass for models with contexts (their fusion
+    gains from batching), 1 for the baseline; 8 on CUDA; the labels are those of an explicit
+    batch size."""
     import torch
 
     from model_core.inference.engine import resolve_batch_size
 
     assert resolve_batch_size(0, torch.device("cpu")) == 1
+    assert resolve_batch_size(0, torch.device("cpu"), contexts=True) == 4
     assert resolve_batch_size(0, torch.device("cuda")) == 8
+    assert resolve_batch_size(0, torch.device("cuda"), contexts=True) == 8
     assert resolve_batch_size(3, torch.device("cpu")) == 3
     src = write_geotiff(tmp_path / "in.tif", _img((3, 90, 110), seed=5))
-    model, card = modulo_model(K, patch_size=32)
+    model, card = modulo_model(K, patch_size=32, medium_context="x3")
     labels = []
     for bs in (0, 5):
         out = tmp_path / f"o{bs}.tif"

@@ -135,7 +135,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="FCtL checkpoint (.safetensors); default: the bundled model")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-size", type=int, default=0,
-                   help="patches per forward pass (default 0 = auto: 1 on CPU, 8 on CUDA)")
+                   help="patches per forward pass (default 0 = auto: 8 on CUDA; on CPU 4 for "
+                        "FCtL, 1 for a model without contexts)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: flips x 90-degree rotations (8 passes)")
     p.add_argument("--extent", nargs="+", metavar="XMIN YMIN XMAX YMAX",
@@ -165,6 +166,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="compile the network with torch.compile (CUDA, large rasters)")
     p.add_argument("--shared-context", action="store_true",
                    help="encode the medium context once per raster area instead of once per "
-                   "patch: about 1.3-1.4x faster on CPU, labels differ slightly (see the README)")
+                   "patch: about 1.2-1.5x faster on CPU, labels differ slightly (see the README)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_run)

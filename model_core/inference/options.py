@@ -24,7 +24,8 @@ class SegmentOptions:
         vector: optional GeoPackage of polygons (fields class_id, class_name, area).
         model: checkpoint path; None = the bundled default model.
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        batch_size: patches per forward pass; 0 = auto (1 on CPU, 8 on CUDA).
+        batch_size: patches per forward pass; 0 = auto (8 on CUDA; on CPU 4 for models with
+            contexts, whose context fusion gains from batching, 1 for the baseline).
         tta: test-time augmentation (flips x 90-degree rotations, 8 passes).
         extent: (xmin, ymin, xmax, ymax) in the raster's CRS; only that area is processed.
         window: (xoff, yoff, xsize, ysize) in pixels, the alternative to ``extent``.
