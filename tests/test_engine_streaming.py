@@ -187,7 +187,7 @@ def test_auto_batch_size(tmp_path):
     batch size."""
     import torch
 
-    from model_core.inference.engine import resolve_batch_size
+    from model_core.inference.batches import resolve_batch_size
 
     assert resolve_batch_size(0, torch.device("cpu")) == 1
     assert resolve_batch_size(0, torch.device("cpu"), contexts=True) == 4
@@ -262,7 +262,7 @@ def test_parallel_read_workers_give_the_same_inputs_in_run_order(tmp_path, monke
 def test_auto_read_workers():
     import torch
 
-    from model_core.inference.engine import resolve_read_workers
+    from model_core.inference.batches import resolve_read_workers
 
     assert resolve_read_workers(0, torch.device("cpu")) == 1
     assert 1 <= resolve_read_workers(0, torch.device("cuda")) <= 4

@@ -2,10 +2,11 @@
 
 The run: check the inputs and outputs (nothing is created before they pass), load the model,
 plan the patch grid (:mod:`.plan`), read the global context once and encode it, then read
-batches of patches with their contexts (:mod:`.patches`, ahead in reading threads), run them
-(:mod:`.predict`), merge the logits in bounded memory (:mod:`.merge`) and stream the labels into
-a temporary GeoTIFF (:mod:`.writers`); sieve and polygonise (:mod:`.polygons`) and only then
-move the files into place. Any error or cancellation removes what the run wrote.
+batches of patches with their contexts (:mod:`.patches`, ahead in reading threads:
+:mod:`.batches`), run them (:mod:`.predict`), merge the logits in bounded memory (:mod:`.merge`)
+and stream the labels into a temporary GeoTIFF (:mod:`.writers`); sieve and polygonise
+(:mod:`.polygons`) and only then move the files into place. Any error or cancellation removes
+what the run wrote.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from ..checkpoint import CheckpointError, ModelCard, load_checkpoint
 from ..geometry import Window
+from .batches import run_patches
 from .context_map import SharedContextLayout
 from .merge import StreamingMerger
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
@@ -116,7 +116,7 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
         merger = StreamingMerger(plan, k, lambda x, y, lab: writer.write(x - wx, y - wy, lab),
                                  NODATA)
         end = _PATCH_END_WITH_VECTOR if options.vector else 0.98
-        _run_patches(plan, source, predictor, merger, options, report, cancelled, end)
+        run_patches(plan, source, predictor, merger, options, report, cancelled, end)
         if not merger.done:
             raise RuntimeError("internal error: some output cells never received all their "
                                "patches")
@@ -202,88 +202,6 @@ def _share_contexts(plan, source: PatchSource, predictor: Predictor) -> None:
         predictor.share_context(name, layout)
         log.info("shared %s context: %d x %d feature cells in %d x %d tiles", name,
                  *layout.map_cells, *layout.grid)
-
-
-def resolve_batch_size(batch_size: int, device: torch.device, contexts: bool = False) -> int:
-    """``batch_size`` <= 0 means auto: 8 on CUDA. On CPU the encoder and decoder run image by
-    image whatever the batch (:attr:`FCtL.per_image_calls`), so batching only changes the
-    stride-32 context fusion, whose small matrix products run about twice as fast 4 at a time:
-    4 for models with contexts (a 5000 px raster: 12-25 % less CPU time, 60-160 MB more RSS),
-    1 for the baseline (the same time at 1 and 4, so the smaller footprint)."""
-    if batch_size > 0:
-        return int(batch_size)
-    if device.type == "cuda":
-        return 8
-    return 4 if contexts else 1
-
-
-def resolve_read_workers(read_workers: int, device: torch.device) -> int:
-    """``read_workers`` <= 0 means auto: 1 on CPU (the reads share the cores with the network:
-    a second thread only adds contention), on CUDA up to 4, one core left to the main thread."""
-    if read_workers > 0:
-        return int(read_workers)
-    if device.type != "cuda":
-        return 1
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-def _run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
-                 options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
-                 end: float) -> None:
-    """Batches in plan order; the next ones are read while the current one runs.
-
-    Reading threads each use their own handle on the raster; batches are prepared (shared
-    tiles planned) in run order here and read in parallel, and consumed in run order.
-    """
-    bs = resolve_batch_size(options.batch_size, predictor.device,
-                            bool(getattr(predictor.model, "context_streams", ())))
-    batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
-    total = len(plan.patches)
-    workers, handles = 0, []
-    if options.prefetch:
-        workers = min(resolve_read_workers(options.read_workers, predictor.device),
-                      len(batches))
-        handles = [source.reader]
-        for _ in range(workers - 1):
-            other = source.reader.reopen()
-            if other is None:
-                log.info("this source cannot be opened twice: reading in one thread")
-                break
-            handles.append(other)
-        workers = len(handles)
-    free = list(handles)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="fctl-read",
-                              initializer=lambda: source.use_reader(free.pop())) \
-        if workers else None
-    ahead: deque[Future] = deque()
-    queued = 0
-
-    def queue_next() -> None:
-        nonlocal queued
-        ahead.append(pool.submit(source.fetch, source.prepare(batches[queued])))
-        queued += 1
-
-    try:
-        if pool is not None:
-            while queued < min(workers, len(batches)):
-                queue_next()
-        done = 0
-        for patches in batches:
-            if cancelled():
-                raise Cancelled("segmentation cancelled")
-            batch = ahead.popleft().result() if pool is not None else source.load(patches)
-            if pool is not None and queued < len(batches):
-                queue_next()
-            logits = predictor(batch)
-            for j, patch in enumerate(batch.patches):
-                merger.add(patch, logits[j], batch.valid[j])
-            done += len(patches)
-            report(end * done / total, f"patch {done}/{total}")
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for other in handles[1:]:
-            other.close()
 
 
 # --------------------------------------------------------------------------- checks

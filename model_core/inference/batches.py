@@ -1,0 +1,105 @@
+"""The batch loop of a run: batches of patches read ahead in reading threads, run through the
+network in run order, and their logits handed to the streaming merge.
+
+Reading threads each use their own handle on the raster (:meth:`WindowReader.reopen`): batches
+are prepared (shared tiles planned) in run order by the loop, read in parallel, and consumed in
+run order, so the network sees the inputs a single thread gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from .merge import StreamingMerger
+from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions
+from .patches import PatchSource
+from .predict import Predictor
+
+log = logging.getLogger(__name__)
+
+
+def resolve_batch_size(batch_size: int, device: torch.device, contexts: bool = False) -> int:
+    """``batch_size`` <= 0 means auto: 8 on CUDA. On CPU the encoder and decoder run image by
+    image whatever the batch (:attr:`FCtL.per_image_calls`), so batching only changes the
+    stride-32 context fusion, whose small matrix products run about twice as fast 4 at a time:
+    4 for models with contexts (a 5000 px raster: 12-25 % less CPU time, 60-160 MB more RSS),
+    1 for the baseline (the same time at 1 and 4, so the smaller footprint)."""
+    if batch_size > 0:
+        return int(batch_size)
+    if device.type == "cuda":
+        return 8
+    return 4 if contexts else 1
+
+
+def resolve_read_workers(read_workers: int, device: torch.device) -> int:
+    """``read_workers`` <= 0 means auto: 1 on CPU (the reads share the cores with the network:
+    a second thread only adds contention), on CUDA up to 4, one core left to the main thread."""
+    if read_workers > 0:
+        return int(read_workers)
+    if device.type != "cuda":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
+                 options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
+                 end: float) -> None:
+    """Batches in plan order; the next ones are read while the current one runs.
+
+    Reading threads each use their own handle on the raster; batches are prepared (shared
+    tiles planned) in run order here and read in parallel, and consumed in run order.
+    """
+    bs = resolve_batch_size(options.batch_size, predictor.device,
+                            bool(getattr(predictor.model, "context_streams", ())))
+    batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
+    total = len(plan.patches)
+    workers, handles = 0, []
+    if options.prefetch:
+        workers = min(resolve_read_workers(options.read_workers, predictor.device),
+                      len(batches))
+        handles = [source.reader]
+        for _ in range(workers - 1):
+            other = source.reader.reopen()
+            if other is None:
+                log.info("this source cannot be opened twice: reading in one thread")
+                break
+            handles.append(other)
+        workers = len(handles)
+    free = list(handles)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fctl-read",
+                              initializer=lambda: source.use_reader(free.pop())) \
+        if workers else None
+    ahead: deque[Future] = deque()
+    queued = 0
+
+    def queue_next() -> None:
+        nonlocal queued
+        ahead.append(pool.submit(source.fetch, source.prepare(batches[queued])))
+        queued += 1
+
+    try:
+        if pool is not None:
+            while queued < min(workers, len(batches)):
+                queue_next()
+        done = 0
+        for patches in batches:
+            if cancelled():
+                raise Cancelled("segmentation cancelled")
+            batch = ahead.popleft().result() if pool is not None else source.load(patches)
+            if pool is not None and queued < len(batches):
+                queue_next()
+            logits = predictor(batch)
+            for j, patch in enumerate(batch.patches):
+                merger.add(patch, logits[j], batch.valid[j])
+            done += len(patches)
+            report(end * done / total, f"patch {done}/{total}")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for other in handles[1:]:
+            other.close()
