@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -201,31 +200,26 @@ def time_reads(raster: Path, config: FCtLConfig, workers: int = 1) -> dict[str, 
     """Reading alone: every patch's network inputs (patch, per-patch contexts; the global
     context once) with ``workers`` threads, each on its own handle, as the engine reads them.
     Next to a GPU this, not the network, can bound a run."""
+    from .inference.batches import reading_threads
     from .inference.patches import PatchSource
     from .inference.plan import make_plan
     from .inference.reader import GdalReader
 
-    reader = GdalReader(str(raster))
-    handles = [reader] + [reader.reopen() for _ in range(workers - 1)]
-    try:
+    with GdalReader(str(raster)) as reader:
         p = config.patch_size
         plan = make_plan((reader.width, reader.height), p, (0, 0, reader.width, reader.height),
                          config.num_classes, 1024.0, 50)
         streams = {name: config.context_spec(name) for name in config.context_streams}
         source = PatchSource(reader, [1, 2, 3], (0.0, 255.0), p, streams)
         batches = [plan.patches[i:i + 8] for i in range(0, len(plan.patches), 8)]
-        free = list(handles)
         t = time.perf_counter()
         if source.global_streams:
             source.global_image()
-        with ThreadPoolExecutor(workers, initializer=lambda: source.use_reader(free.pop())) as pool:
+        with reading_threads(source, workers) as (pool, _):
             prepared = [source.prepare(b) for b in batches]
             for _ in pool.map(source.fetch, prepared):
                 pass
         seconds = time.perf_counter() - t
-    finally:
-        for h in handles:
-            h.close()
     return {"read_s": seconds, "read_ms_per_patch": 1000 * seconds / len(plan.patches),
             "workers": workers}
 

@@ -12,6 +12,8 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
 
 import torch
 
@@ -27,7 +29,7 @@ def resolve_batch_size(batch_size: int, device: torch.device, contexts: bool = F
     """``batch_size`` <= 0 means auto: 8 on CUDA. On CPU the encoder and decoder run image by
     image whatever the batch (:attr:`FCtL.per_image_calls`), so batching only changes the
     stride-32 context fusion, whose small matrix products run about twice as fast 4 at a time:
-    4 for models with contexts (a 5000 px raster: 12-25 % less CPU time, 60-160 MB more RSS),
+    4 for models with contexts (a 5000 px raster: 12-25 % less CPU time, 60-170 MB more RSS),
     1 for the baseline (the same time at 1 and 4, so the smaller footprint)."""
     if batch_size > 0:
         return int(batch_size)
@@ -46,6 +48,31 @@ def resolve_read_workers(read_workers: int, device: torch.device) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+@contextmanager
+def reading_threads(source: PatchSource, workers: int
+                    ) -> Iterator[tuple[ThreadPoolExecutor, int]]:
+    """A pool of up to ``workers`` threads reading ``source``, each through its own handle on
+    the raster (the source's reader, then :meth:`WindowReader.reopen` ones, closed at the end);
+    one thread when the reader cannot be opened twice. Yields the pool and its thread count;
+    submit :meth:`PatchSource.fetch` calls of batches prepared in run order."""
+    handles = [source.reader]
+    for _ in range(workers - 1):
+        other = source.reader.reopen()
+        if other is None:
+            log.info("this source cannot be opened twice: reading in one thread")
+            break
+        handles.append(other)
+    free = list(handles)
+    pool = ThreadPoolExecutor(len(handles), thread_name_prefix="fctl-read",
+                              initializer=lambda: source.use_reader(free.pop()))
+    try:
+        yield pool, len(handles)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for other in handles[1:]:
+            other.close()
+
+
 def run_patches(plan, source: PatchSource, predictor: Predictor, merger: StreamingMerger,
                  options: SegmentOptions, report: ProgressFn, cancelled: CancelFn,
                  end: float) -> None:
@@ -58,33 +85,19 @@ def run_patches(plan, source: PatchSource, predictor: Predictor, merger: Streami
                             bool(getattr(predictor.model, "context_streams", ())))
     batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
     total = len(plan.patches)
-    workers, handles = 0, []
-    if options.prefetch:
-        workers = min(resolve_read_workers(options.read_workers, predictor.device),
-                      len(batches))
-        handles = [source.reader]
-        for _ in range(workers - 1):
-            other = source.reader.reopen()
-            if other is None:
-                log.info("this source cannot be opened twice: reading in one thread")
-                break
-            handles.append(other)
-        workers = len(handles)
-    free = list(handles)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="fctl-read",
-                              initializer=lambda: source.use_reader(free.pop())) \
-        if workers else None
-    ahead: deque[Future] = deque()
-    queued = 0
+    workers = min(resolve_read_workers(options.read_workers, predictor.device), len(batches))
+    threads = reading_threads(source, workers) if options.prefetch else nullcontext((None, 0))
+    with threads as (pool, ahead_max):
+        ahead: deque[Future] = deque()
+        queued = 0
 
-    def queue_next() -> None:
-        nonlocal queued
-        ahead.append(pool.submit(source.fetch, source.prepare(batches[queued])))
-        queued += 1
+        def queue_next() -> None:
+            nonlocal queued
+            ahead.append(pool.submit(source.fetch, source.prepare(batches[queued])))
+            queued += 1
 
-    try:
         if pool is not None:
-            while queued < min(workers, len(batches)):
+            while queued < min(ahead_max, len(batches)):
                 queue_next()
         done = 0
         for patches in batches:
@@ -98,8 +111,3 @@ def run_patches(plan, source: PatchSource, predictor: Predictor, merger: Streami
                 merger.add(patch, logits[j], batch.valid[j])
             done += len(patches)
             report(end * done / total, f"patch {done}/{total}")
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for other in handles[1:]:
-            other.close()

@@ -296,9 +296,8 @@ class PatchSource:
         (h, w) mask of pixels valid in every band."""
         x = np.subtract(raw, np.float32(self.lo), dtype=np.float32)
         x *= np.float32(1.0 / (self.hi - self.lo))
-        if np.issubdtype(raw.dtype, np.integer) and not self._nodata_checks \
-                and self._unclipped(raw.dtype):
-            # the same float32 values without the clipping passes (native reads of bytes)
+        if self._exact_sums(raw.dtype):
+            # nothing to clip or mask: the same float32 values without those passes
             return x, np.ones(raw.shape[1:], bool)
         # np.clip's value, without its slow dispatch in numpy 1.x
         np.maximum(x, np.float32(0.0), out=x)

@@ -140,8 +140,7 @@ class GdalReader(WindowReader):
         factors = self._boxes.factors(xsize, ysize, out_w, out_h)
         arr = gdal_read() if factors is None else \
             self._boxes.read(xoff, yoff, xsize, ysize, unique, factors, gdal_read)
-        index = [unique.index(int(b)) for b in bands]
-        return arr if index == list(range(len(unique))) else arr[index]
+        return _in_band_order(arr, unique, bands)
 
     def read_native(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
                     ) -> np.ndarray:
@@ -155,9 +154,7 @@ class GdalReader(WindowReader):
 
             raise OSError(f"GDAL could not read window ({xoff}, {yoff}, {xsize}, {ysize}) of "
                           f"{self.path}: {gdal.GetLastErrorMsg() or 'unknown error'}")
-        arr = arr.reshape(len(unique), ysize, xsize)
-        index = [unique.index(int(b)) for b in bands]
-        return arr if index == list(range(len(unique))) else arr[index]
+        return _in_band_order(arr.reshape(len(unique), ysize, xsize), unique, bands)
 
     def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
               ) -> np.ndarray:
@@ -177,6 +174,12 @@ class GdalReader(WindowReader):
 
     def close(self) -> None:
         self._ds = None
+
+
+def _in_band_order(arr: np.ndarray, unique: list[int], bands: Sequence[int]) -> np.ndarray:
+    """Planes of ``arr`` (read for the sorted ``unique`` bands) in the order of ``bands``."""
+    index = [unique.index(int(b)) for b in bands]
+    return arr if index == list(range(len(unique))) else arr[index]
 
 
 # Integer types that float32 holds exactly, returned as they are by read_native.
