@@ -112,6 +112,31 @@ def time_patches(model: torch.nn.Module, batch: int, device: torch.device, repea
     return out
 
 
+def tensor_memory(model: torch.nn.Module, device: torch.device, shared: bool = False
+                  ) -> dict[str, float]:
+    """MiB of activations one 508 px patch holds at its peak, fp32 and bf16 autocast, counted
+    tensor by tensor (:mod:`model_core.tensor_memory`, so also on a CPU), with the encoder and
+    decoder batched as on CUDA; weights and inputs apart."""
+    from .tensor_memory import peak_tensor_bytes
+
+    x, kw = patch_inputs(model, 1, device, shared)
+    inputs = [x, *kw["cached"].values(),
+              *(v for k, v in kw.items() if isinstance(v, torch.Tensor))]
+    weights = [*model.parameters(), *model.buffers()]
+    out = {"weights_mb": sum(t.numel() * t.element_size() for t in weights) / 2**20}
+    per_image, model.per_image_calls = getattr(model, "per_image_calls", False), False
+    try:
+        for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            cast = torch.autocast(device.type, dtype=dtype) if dtype is not None \
+                else nullcontext()
+            with torch.inference_mode(), cast:
+                peak = peak_tensor_bytes(lambda: model(x, **kw), exclude=weights + inputs)
+            out[f"activations_{label}_mb"] = peak / 2**20
+    finally:
+        model.per_image_calls = per_image
+    return out
+
+
 def profile_modules(model: torch.nn.Module, device: torch.device, batch: int = 1,
                     shared: bool = False) -> dict[str, float]:
     """Share of one forward's time spent in each top-level module (encoder, lcf, ale, decoder)."""
@@ -245,7 +270,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     "device": str(device),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "config": {k: v for k, v in base.items()},
-        "patch": {}, "profile": {}, "raster": {}}
+        "patch": {}, "profile": {}, "memory": {}, "raster": {}}
     # per patch: FCtL with per-patch contexts, FCtL with the shared medium context, baseline
     for key, name, shared in (("fctl", "fctl", False), ("fctl_shared", "fctl", True),
                               ("baseline", "baseline", False)):
@@ -253,6 +278,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         report["patch"][key] = {f"batch{b}": time_patches(model, b, device, args.repeats, shared)
                                 for b in sorted({1, args.batch_size})}
         report["profile"][key] = profile_modules(model, device, shared=shared)
+        report["memory"][key] = tensor_memory(model, device, shared=shared)
         del model
     if args.rasters:
         try:
@@ -323,6 +349,15 @@ def to_markdown(r: dict[str, Any]) -> str:
                 "{:.2f}")
             if "peak_gpu_mb" in f:
                 row(f"peak GPU MB ({key}){label}", f["peak_gpu_mb"], bl["peak_gpu_mb"], "{:.0f}")
+    for name, label in (("fctl", ""), ("fctl_shared", ", shared context")):
+        f, bl = r.get("memory", {}).get(name), r.get("memory", {}).get("baseline")
+        if f and bl:
+            for dtype in ("fp32", "bf16"):
+                row(f"activation MB per patch, batched, {dtype}{label}",
+                    f[f"activations_{dtype}_mb"], bl[f"activations_{dtype}_mb"], "{:.0f}")
+    if r.get("memory", {}).get("fctl"):
+        row("weights MB", r["memory"]["fctl"]["weights_mb"], r["memory"]["baseline"]["weights_mb"],
+            "{:.1f}")
     for size, rr in r["raster"].items():
         bl = rr["baseline"]
         for key, label in (("fctl", ""), ("fctl_shared", ", shared context")):

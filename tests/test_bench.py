@@ -35,7 +35,14 @@ def test_bench_report(tmp_path):
     assert report["ratios"]["per_patch_shared"] == pytest.approx(
         report["patch"]["fctl_shared"]["batch2"]["per_patch_s"]
         / report["patch"]["baseline"]["batch2"]["per_patch_s"])
+    mem = report["memory"]
+    # per-patch contexts run the encoder on two images at once
+    assert mem["fctl"]["activations_fp32_mb"] > mem["baseline"]["activations_fp32_mb"]
+    for name in ("fctl", "fctl_shared", "baseline"):
+        assert mem[name]["activations_bf16_mb"] > 0
+    assert mem["fctl"]["weights_mb"] > mem["baseline"]["weights_mb"] > 0
     md = (out / "bench.md").read_text()
+    assert "| activation MB per patch, batched, bf16 |" in md
     assert "| s per patch (batch2), shared context |" in md
     assert "| 300 x 300 wall s |" in md and "FCtL / baseline" in md
     assert "| 300 x 300 wall s, shared context |" in md
