@@ -120,8 +120,8 @@ def tensor_memory(model: torch.nn.Module, device: torch.device, shared: bool = F
     from .tensor_memory import peak_tensor_bytes
 
     x, kw = patch_inputs(model, 1, device, shared)
-    inputs = [x, *kw["cached"].values(),
-              *(v for k, v in kw.items() if isinstance(v, torch.Tensor))]
+    inputs = [x, *kw["cached"].values(), *kw["boxes"].values(),
+              *(v for v in kw.values() if isinstance(v, torch.Tensor))]
     weights = [*model.parameters(), *model.buffers()]
     out = {"weights_mb": sum(t.numel() * t.element_size() for t in weights) / 2**20}
     per_image, model.per_image_calls = getattr(model, "per_image_calls", False), False
