@@ -14,6 +14,16 @@ from typing import Any, Mapping
 CONTEXT_NAMES = ("local", "medium", "large")
 FUSIONS = ("average", "weighted", "adaptive")
 ALE_MODES = ("off", "concat", "a", "b", "c", "d", "e")
+# How LCF's output joins X_I (Sec. 3.5): "projection" = a zero-initialised 1x1 conv (starts from
+# the baseline, learns at the speed of any conv), "none" = the paper's plain sum, "gamma" = the
+# conference code's scalar initialised to 0 (kept to load older checkpoints).
+LCF_OUTPUTS = ("projection", "none", "gamma")
+# Scale of the content scores X_I (x) X_U of Eq. 1: "sqrt" = 1/sqrt(d), "none" = the paper's.
+ATTENTION_SCALES = ("sqrt", "none")
+# Activation of E in Eq. 6: "sigmoid" bounds the spatial attention, "none" = the paper's.
+LFI_ACTIVATIONS = ("sigmoid", "none")
+# Fields added after the first release, with the value that reproduces older checkpoints.
+LEGACY_DEFAULTS = {"lcf_output": "gamma", "attention_scale": "sqrt", "lfi_activation": "sigmoid"}
 
 # ALE variants of Fig. 13: (number of mutual-enhancement rounds before the final LFI, refs jointly).
 ALE_ORDER = {"a": 0, "b": 1, "c": 0, "d": 1, "e": 2}
@@ -62,6 +72,9 @@ class FCtLConfig:
         mcf_reduction: squeeze ratio of MCF's squeeze-and-split (Eq. 3).
         decoder_channels: width of the decoder's 3x3 head before scoring.
         input_mean / input_std: normalisation applied inside the network to inputs in [0, 1].
+        lcf_output: how LCF's output joins X_I, see ``LCF_OUTPUTS``.
+        attention_scale: scale of the content scores of Eq. 1, see ``ATTENTION_SCALES``.
+        lfi_activation: activation of E in Eq. 6, see ``LFI_ACTIVATIONS``.
     """
 
     backbone: str = "vgg16"
@@ -83,6 +96,9 @@ class FCtLConfig:
     input_mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     input_std: tuple[float, ...] = (1.0, 1.0, 1.0)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    lcf_output: str = "projection"
+    attention_scale: str = "sqrt"
+    lfi_activation: str = "sigmoid"
 
     def __post_init__(self) -> None:
         self.lcf_contexts = tuple(self.lcf_contexts)
@@ -98,6 +114,10 @@ class FCtLConfig:
             raise ValueError(f"unknown LCF context(s) {bad}; choose from {CONTEXT_NAMES}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose from {FUSIONS}")
+        for name, allowed in (("lcf_output", LCF_OUTPUTS), ("attention_scale", ATTENTION_SCALES),
+                              ("lfi_activation", LFI_ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {allowed}")
         if self.ale not in ALE_MODES:
             raise ValueError(f"unknown ALE structure {self.ale!r}; choose from {ALE_MODES}")
         refs = [r for r in self.ale_refs if r not in ("medium", "large")]
@@ -157,7 +177,10 @@ class FCtLConfig:
         if unknown:
             raise ValueError(f"unknown FCtL config field(s) {unknown}: the file was written by "
                              "another version or is not an FCtL model")
-        return cls(**dict(d))
+        d = dict(d)
+        for name, value in LEGACY_DEFAULTS.items():   # written before the field existed
+            d.setdefault(name, value)
+        return cls(**d)
 
     def replace(self, **changes: Any) -> "FCtLConfig":
         return dataclasses.replace(self, **changes)
@@ -182,6 +205,9 @@ def ablation_configs(base: FCtLConfig | None = None) -> dict[str, FCtLConfig]:
         "t4_large": b.replace(lcf_contexts=("large",), positional=False, **no_ale),
         "t4_medium_large": b.replace(lcf_contexts=("medium", "large"), positional=False, **no_ale),
         "t4_all": b.replace(lcf_contexts=CONTEXT_NAMES, positional=False, **no_ale),
+        # Row 7 marks GPE and no context: GPE needs a context to attend to, so we read it as the
+        # local self-correlation with GPE (row 2 plus GPE).
+        "t4_gpe": b.replace(lcf_contexts=("local",), positional=True, **no_ale),
         "t4_medium_large_gpe": b.replace(lcf_contexts=("medium", "large"), positional=True, **no_ale),
         "t4_all_gpe": b.replace(lcf_contexts=CONTEXT_NAMES, positional=True, **no_ale),
         # Table 6: fusion schemes.
@@ -202,5 +228,6 @@ def ablation_configs(base: FCtLConfig | None = None) -> dict[str, FCtLConfig]:
 
 def _shared(b: FCtLConfig) -> dict[str, Any]:
     keep = ("backbone", "num_classes", "in_chans", "patch_size", "decoder_channels",
-            "input_mean", "input_std", "backbone_kwargs", "medium_context", "large_context")
+            "input_mean", "input_std", "backbone_kwargs", "medium_context", "large_context",
+            "lfi_activation", "attention_scale", "lcf_output")
     return {k: getattr(b, k) for k in keep}

@@ -11,9 +11,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Any
+
 from .config import parse_context_size
 
 DEFAULT_MIN_OVERLAP = 50
+
+# The 8 symmetries of the square, as (quarter turns, horizontal flip first): training's
+# augmentation and the engine's test-time augmentation (the paper's 8 passes).
+DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
+
+
+def dihedral(arr: Any, k: int, flip: bool) -> Any:
+    """Flip left-right (last axis), then rotate ``k`` quarter turns in the last two axes; numpy
+    arrays or torch tensors (views where the library gives them)."""
+    if hasattr(arr, "rot90"):   # a torch tensor
+        if flip:
+            arr = arr.flip(-1)
+        return arr.rot90(k, dims=(-2, -1)) if k % 4 else arr
+    import numpy as np
+
+    if flip:
+        arr = arr[..., ::-1]
+    return np.rot90(arr, k, axes=(-2, -1)) if k % 4 else arr
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def test_real_fctl_shared_context_agrees_with_per_patch_contexts(tmp_path):
                      medium_context="x3", large_context="global", decoder_channels=32)
     model = FCtL(cfg).eval()
     with torch.no_grad():
-        model.lcf.gamma.fill_(1.0)   # let the contexts matter at all
+        torch.nn.init.normal_(model.lcf.proj.weight, std=0.1)   # let LCF matter at all
     card = ModelCard(cfg, [ClassInfo(i, f"c{i}", (60 * i, 40, 200 - 40 * i)) for i in range(4)])
     src = write_geotiff(tmp_path / "in.tif", _smooth(500, 620))
     out = {}

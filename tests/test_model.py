@@ -63,7 +63,7 @@ def test_every_ablation_forward_backward(name):
     assert all(g is not None for g in grads), "every parameter takes part in the graph"
     assert model.encoder.body.conv_stem.weight.grad.abs().sum() > 0
     if cfg.uses_lcf:
-        assert model.lcf.gamma.grad.abs() > 0  # LCF is live (gamma starts at 0)
+        assert model.lcf.proj.weight.grad.abs().sum() > 0  # LCF is live (zero-init projection)
         assert set(model.lcf.lcc) == set(cfg.lcf_contexts)
         assert all(hasattr(m, "w_r") == cfg.positional for m in model.lcf.lcc.values())
     assert (model.lcf is None) == (not cfg.uses_lcf)
@@ -260,12 +260,13 @@ def test_lfi_residual_enhancement():
 
 
 def _global_context_case():
-    """A tiny FCtL with LCF switched on (gamma 1), inputs and two placements in a global context."""
+    """A tiny FCtL with LCF switched on (non-zero output projection), inputs and two placements
+    in a global context."""
     torch.manual_seed(0)
     cfg = FCtLConfig(**TINY)
     model = FCtL(cfg).eval()
     with torch.no_grad():
-        model.lcf.gamma.fill_(1.0)
+        torch.nn.init.normal_(model.lcf.proj.weight, std=0.1)
     x, ctx = _inputs(cfg)
     boxes = {"large": torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])}
     return model, x, ctx, boxes

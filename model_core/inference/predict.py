@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..geometry import DIHEDRAL, dihedral
 from ..models.fuse import fusable, fuse_for_inference
 from .context_map import SharedContextFeatures, SharedContextLayout
 from .patches import Batch
@@ -24,16 +25,13 @@ from .patches import Batch
 log = logging.getLogger(__name__)
 
 Transform = tuple[int, bool]   # (quarter turns, horizontal flip first)
-TRANSFORMS: tuple[Transform, ...] = tuple((k, f) for f in (False, True) for k in range(4))
+TRANSFORMS: tuple[Transform, ...] = DIHEDRAL   # test-time augmentation: the 8 of training
 IDENTITY: tuple[Transform, ...] = ((0, False),)
 
 
 def apply_image(x: Tensor, t: Transform) -> Tensor:
     """Transform images (..., H, W): flip left-right, then rotate ``k`` quarter turns."""
-    k, flip = t
-    if flip:
-        x = x.flip(-1)
-    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+    return dihedral(x, *t)
 
 
 def undo_image(y: Tensor, t: Transform) -> Tensor:

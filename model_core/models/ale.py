@@ -60,12 +60,19 @@ class LFI(nn.Module):
     """Local Feature Interaction f(X_tar; {X_ref}) (Sec. 3.4.2).
 
     Target and references are tokenised by 1x1 convs (the references to C / n_refs channels each,
-    so that their concatenation X_ref has C channels), E = sigmoid(GroupDepthConv(X_ref)) (Eq. 6,
-    a spatial attention map confined to small windows), and X_bar_tar = X_tar + E * X_tar (Eq. 7).
+    so that their concatenation X_ref has C channels), E = GroupDepthConv(X_ref) (Eq. 6, a spatial
+    attention map confined to small windows), and X_bar_tar = X_tar + E * X_tar (Eq. 7).
+
+    ``activation="sigmoid"`` bounds E to (0, 1), so that Eq. 7 can at most double a feature and
+    never flips its sign; ``"none"`` is the paper's unbounded E.
     """
 
-    def __init__(self, channels: int, n_refs: int, kernels: Sequence[int] = (3, 5, 7, 9)) -> None:
+    def __init__(self, channels: int, n_refs: int, kernels: Sequence[int] = (3, 5, 7, 9),
+                 activation: str = "sigmoid") -> None:
         super().__init__()
+        if activation not in ("sigmoid", "none"):
+            raise ValueError(f"unknown LFI activation {activation!r}")
+        self.activation = activation
         self.tokenize_target = nn.Conv2d(channels, channels, 1)
         self.tokenize_refs = nn.ModuleList(nn.Conv2d(channels, c, 1) for c in _split(channels, n_refs))
         self.attention = GroupDepthConv(channels, kernels)
@@ -75,7 +82,9 @@ class LFI(nn.Module):
             raise ValueError(f"LFI expects {len(self.tokenize_refs)} references, got {len(refs)}")
         t = self.tokenize_target(target)
         x_ref = torch.cat([tok(r) for tok, r in zip(self.tokenize_refs, refs)], dim=1)
-        e = torch.sigmoid(self.attention(x_ref))
+        e = self.attention(x_ref)
+        if self.activation == "sigmoid":
+            e = torch.sigmoid(e)
         return t + e * t
 
 
@@ -89,15 +98,15 @@ class ALE(nn.Module):
     """
 
     def __init__(self, channels: int, refs: tuple[str, ...], structure: str = "d",
-                 kernels: Sequence[int] = (3, 5, 7, 9)) -> None:
+                 kernels: Sequence[int] = (3, 5, 7, 9), activation: str = "sigmoid") -> None:
         super().__init__()
         self.refs = tuple(refs)
         self.streams = ("local",) + self.refs
         n_others = len(self.streams) - 1
         self.rounds = nn.ModuleList(
-            nn.ModuleDict({s: LFI(channels, n_others, kernels) for s in self.streams})
+            nn.ModuleDict({s: LFI(channels, n_others, kernels, activation) for s in self.streams})
             for _ in range(ALE_ORDER[structure]))
-        self.final = LFI(channels, len(self.refs), kernels)
+        self.final = LFI(channels, len(self.refs), kernels, activation)
 
     def forward(self, x_i: Tensor, crops: Mapping[str, Tensor]) -> Tensor:
         cur = {"local": x_i, **{r: crops[r] for r in self.refs}}

@@ -45,12 +45,14 @@ class FCtL(nn.Module):
         if config.uses_lcf:
             self.lcf = LCF(c32, config.lcf_contexts, key_channels=config.key_channels,
                            heads=config.heads, positional=config.positional,
-                           fusion=config.fusion, reduction=config.mcf_reduction)
+                           fusion=config.fusion, reduction=config.mcf_reduction,
+                           output=config.lcf_output, attention_scale=config.attention_scale)
         self.ale: nn.Module | None = None
         if config.ale == "concat":
             self.ale = ConcatFusion(c32, config.ale_refs)
         elif config.uses_ale:
-            self.ale = ALE(c32, config.ale_refs, config.ale, config.lfi_kernels)
+            self.ale = ALE(c32, config.ale_refs, config.ale, config.lfi_kernels,
+                           config.lfi_activation)
         self.decoder = FCN8sDecoder((c8, c16, c32), config.num_classes, config.decoder_channels)
         # False (GPU): the encoder sees all images of all streams in one call and the decoder
         # the whole batch. True (CPU): both run image by image, where full-size activations of

@@ -50,11 +50,18 @@ class LCC(nn.Module):
 
     Implements M_U = Norm(sigma(z) Softmax(X_I (x) X_U) + (1 - sigma(z)) Softmax(r W_r)) and
     X_{I|U} = M_U (x) X_U (Eq. 2); with ``positional=False`` it is Eq. 1 alone.
+
+    ``attention_scale="none"`` is the paper's Softmax(X_I (x) X_U) (and the conference code's);
+    ``"sqrt"`` divides the scores by sqrt(d) as transformers do: at d = 320-512 unscaled scores of
+    unnormalised CNN features saturate the softmax to one key per query, whose gradient vanishes.
     """
 
     def __init__(self, channels: int, key_channels: int | None = None, heads: int = 1,
-                 positional: bool = True) -> None:
+                 positional: bool = True, attention_scale: str = "sqrt") -> None:
         super().__init__()
+        if attention_scale not in ("sqrt", "none"):
+            raise ValueError(f"unknown attention scale {attention_scale!r}")
+        self.attention_scale = attention_scale
         key_channels = key_channels or channels
         if key_channels % heads or channels % heads:
             raise ValueError(f"channels ({channels}, {key_channels}) must divide into {heads} heads")
@@ -136,11 +143,13 @@ class LCC(nn.Module):
         k = self.key(u).flatten(2).view(n, nh, -1, hk * wk).transpose(-1, -2)
         v = self.value(u).flatten(2).view(n, nh, -1, hk * wk).transpose(-1, -2)
         k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v)  # content term, (B, heads, Nq, C/heads)
+        scale = None if self.attention_scale == "sqrt" else 1.0
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # content term (B, h, Nq, C/h)
         if self.positional:
             g = torch.sigmoid(self.gate).to(v.dtype).view(1, nh, 1, 1)
             out = g * out + (1 - g) * self.apply_positional(v, (h, w), (hk, wk), box)
         return out.transpose(-1, -2).reshape(b, c, h, w)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, positional={self.positional}"
+        return (f"heads={self.heads}, positional={self.positional}, "
+                f"attention_scale={self.attention_scale}")

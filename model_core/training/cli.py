@@ -75,6 +75,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--pretrained", default="imagenet",
                    help="imagenet (EfficientNet-Lite0 package), none, or a weights file")
+    g.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="initialise the network from this FCtL checkpoint (tensors matched by "
+                        "name and shape; the rest keep their initialisation)")
     g.add_argument("--no-augment", action="store_true", help="no flips / 90-degree rotations")
     g.add_argument("--threads", type=int, help="CPU threads for torch")
 
@@ -84,7 +87,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr,
                        focal_gamma=args.focal_gamma, seed=args.seed, device=args.device,
                        amp=not args.no_amp, pretrained=args.pretrained,
-                       augment=not args.no_augment, threads=args.threads)
+                       augment=not args.no_augment, threads=args.threads,
+                       init_from=args.init_from)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -27,9 +27,8 @@ from ..losses import FocalLoss
 from ..models import FCtL
 from .data import LabelledImage
 from .metrics import Scores, confusion_matrix
-from .predict import predict_image
-from .pretrained import init_pretrained
-from .sampling import ContextCutter, RandomSampler
+from .pretrained import init_from_checkpoint, init_pretrained
+from .sampling import RandomSampler
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,10 @@ class TrainConfig:
     augment: bool = True
     val_batch_size: int = 4
     threads: int | None = None
+    # Validation runs the streaming engine in the mode users run (shared medium context).
+    val_shared_context: bool = True
+    # An FCtL checkpoint whose tensors initialise the network (matched by name and shape).
+    init_from: str | None = None
 
 
 @dataclass
@@ -88,14 +91,43 @@ def make_card(config: FCtLConfig, info: DataInfo, provenance: dict[str, Any]) ->
                      provenance={**info.provenance, **provenance})
 
 
-def validate(model: FCtL, images: list[LabelledImage], cutter: ContextCutter, num_classes: int,
-             ignore_index: int | None, device: torch.device, batch_size: int = 4,
-             names: dict[int, str] | None = None) -> Scores:
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    for im in images:
-        pred = predict_image(model, im.image, cutter, batch_size, device)
-        cm += confusion_matrix(im.label, pred, num_classes, ignore_index)
-    return Scores(cm, ignore_index, names or {})
+def validate(model: FCtL, card: ModelCard, images: list[LabelledImage], folder: Path,
+             device: torch.device, batch_size: int = 4, shared_context: bool = True) -> Scores:
+    """Scores on ``images``, each segmented whole by the streaming engine as users run it
+    (written once to a GeoTIFF in ``folder``)."""
+    from .evaluate import segment_file
+
+    k = card.config.num_classes
+    cm = np.zeros((k, k), np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        for im in images:
+            path = folder / f"val_{im.id}.tif"
+            if not path.is_file():
+                write_array(path, im.image)
+            pred = segment_file(str(path), model, card, False, str(device.type), batch_size,
+                                workdir=folder, shared_context=shared_context)
+            cm += confusion_matrix(im.label, pred, k, card.ignore_index)
+    finally:
+        model.train(was_training)
+    return Scores(cm, card.ignore_index, {c.id: c.name for c in card.classes})
+
+
+def write_array(path: Path, image: np.ndarray) -> None:
+    """A (C, H, W) array as a plain GeoTIFF (no georeferencing)."""
+    from osgeo import gdal
+    from osgeo import gdal_array
+
+    tmp = path.with_name(path.name + ".part")
+    c, h, w = image.shape
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(tmp), w, h, c, gdal_array.NumericTypeCodeToGDALTypeCode(image.dtype),
+        ["TILED=YES", "COMPRESS=DEFLATE"])
+    for b in range(c):
+        ds.GetRasterBand(b + 1).WriteArray(image[b])
+    ds = None
+    tmp.replace(path)
 
 
 def train(config: FCtLConfig, train_images: list[LabelledImage],
@@ -117,6 +149,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
 
     model = FCtL(config)
     n_pre = init_pretrained(model, tc.pretrained)
+    init_report = init_from_checkpoint(model, tc.init_from) if tc.init_from else None
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     total_updates = math.ceil(tc.epochs * tc.steps_per_epoch / tc.accumulate)
@@ -143,11 +176,12 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
 
     sampler = RandomSampler(train_images, config, info.scale, tc.augment,
                             seed=tc.seed + 1000 * start_epoch)
-    cutter = ContextCutter(config, info.scale)
+    val_dir = out / "val_images"
+    val_dir.mkdir(exist_ok=True)
     base_prov = {
         "train_ids": [im.id for im in train_images], "val_ids": [im.id for im in val_images],
         "train": {**asdict(tc), "effective_batch": tc.batch_size * tc.accumulate,
-                  "pretrained_tensors": n_pre},
+                  "pretrained_tensors": n_pre, "initialised_from": init_report},
     }
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
@@ -170,9 +204,8 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         bar.close()
-        scores = validate(model, val_images, cutter, config.num_classes, info.ignore_index,
-                          device, tc.val_batch_size, {i: n for i, n, _ in info.classes}
-                          ) if val_images else None
+        scores = validate(model, make_card(config, info, {}), val_images, val_dir, device,
+                          tc.val_batch_size, tc.val_shared_context) if val_images else None
         seconds += time.time() - t0
         row = {"epoch": epoch + 1, "step": (epoch + 1) * tc.steps_per_epoch,
                "lr": opt.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),

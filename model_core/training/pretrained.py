@@ -100,3 +100,30 @@ def init_pretrained(model: nn.Module, pretrained: str | None) -> int:
     from ..models.backbone import load_backbone_weights
     load_backbone_weights(model.encoder.body, pretrained)
     return len(model.encoder.body.state_dict())
+
+
+def init_from_checkpoint(model: nn.Module, path: str | Path) -> dict:
+    """Initialise ``model`` from an FCtL checkpoint's tensors, matched by name and shape.
+
+    For fine-tuning and for continuing a model after an architecture change: tensors of the
+    same name and shape are copied, the rest keep their initialisation. Raises when nothing
+    matches or the encoder does not match completely (another backbone). Returns what was
+    loaded and what was not, for the card.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    enc_missing = [k for k in own if k.startswith("encoder.") and k not in loaded]
+    if not loaded or enc_missing:
+        raise ValueError(f"{path} does not fit this network: {len(enc_missing)} encoder tensors "
+                         f"missing or of another shape (e.g. {enc_missing[:2]}); it must be a "
+                         "checkpoint with the same backbone and bands")
+    model.load_state_dict(loaded, strict=False)
+    not_loaded = sorted(k for k in own if k not in loaded)
+    unused = sorted(k for k in state if k not in loaded)
+    log.info("initialised %d/%d tensors from %s; kept initialisation: %s; unused: %s",
+             len(loaded), len(own), path, not_loaded, unused)
+    return {"file": str(path), "loaded": len(loaded), "total": len(own),
+            "kept_initialisation": not_loaded, "unused": unused}

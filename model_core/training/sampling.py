@@ -3,9 +3,10 @@
 
 Augmentation transforms the whole image before cutting, so the patch, its contexts, the labels
 and the boxes of the patch inside the contexts stay consistent by construction. Contexts are
-padded with 0 outside the image and resized to the patch size by area averaging; the global
-context is the whole image resized to P x P (precomputed once per image, and transformed with it:
-area resizing commutes with flips and 90-degree rotations).
+padded with 0 outside the image and resized to the patch size by :func:`model_core.resample.
+area_average`, the values of the engine's GDAL averaging reads; the global context is the whole
+image resized to P x P (precomputed once per image, and transformed with it: area resizing
+commutes with flips and 90-degree rotations).
 """
 
 from __future__ import annotations
@@ -14,33 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import FCtLConfig
-from ..geometry import Window, box_in, context_window, patch_grid
+from ..geometry import DIHEDRAL, Window, box_in, context_window, dihedral
+from ..resample import area_average
 from .data import LabelledImage
-
-# The 8 symmetries of the square: (number of 90-degree rotations, horizontal flip first).
-DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
-
-
-def dihedral(arr: np.ndarray | torch.Tensor, k: int, flip: bool):
-    """Flip (last axis) then rotate by ``k`` x 90 degrees in the last two axes (views, no copy)."""
-    if isinstance(arr, torch.Tensor):
-        if flip:
-            arr = arr.flip(-1)
-        return torch.rot90(arr, k, dims=(-2, -1)) if k % 4 else arr
-    if flip:
-        arr = arr[..., ::-1]
-    return np.rot90(arr, k, axes=(-2, -1)) if k % 4 else arr
-
-
-def resize_area(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Area (box-average) resize of (C, H, W) to (C, size, size); identity at the same size."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.adaptive_avg_pool2d(x[None], (size, size))[0]
-
 
 def crop_padded(image: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
     """Window (x, y, w, h) of (C, H, W) ``image``, zero outside the image (float32)."""
@@ -87,6 +66,10 @@ class ContextCutter:
         self.lo, self.hi = float(scale[0]), float(scale[1])
         self.streams = config.context_streams
 
+    def resized(self, raw: np.ndarray, integer: bool) -> torch.Tensor:
+        """Raw (C, h, w) values area-averaged to P x P as the engine reads them, in [0, 1]."""
+        return self.to_unit(area_average(raw, self.size, self.size, integer))
+
     def to_unit(self, arr: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         return ((x - self.lo) / (self.hi - self.lo)).clamp_(0.0, 1.0)
@@ -95,7 +78,7 @@ class ContextCutter:
         """The whole image resized to P x P, when a stream uses the global context."""
         if not any(self.config.context_spec(s) == "global" for s in self.streams):
             return None
-        return resize_area(self.to_unit(image), self.size)
+        return self.resized(image, np.issubdtype(image.dtype, np.integer))
 
     def cut(self, image: np.ndarray, patch: Window, label: np.ndarray | None = None,
             global_ctx: torch.Tensor | None = None) -> Sample:
@@ -115,7 +98,7 @@ class ContextCutter:
             else:
                 cw = crop_padded(image, int(round(win.x)), int(round(win.y)),
                                  int(round(win.w)), int(round(win.h)))
-                ctx = resize_area(self.to_unit(cw), P)
+                ctx = self.resized(cw, np.issubdtype(image.dtype, np.integer))
             contexts[name] = ctx[None]
             boxes[name] = torch.tensor([box_in(patch, win)], dtype=torch.float32)
         lab = None
@@ -161,14 +144,3 @@ class RandomSampler:
 
     def batch(self, n: int) -> Sample:
         return collate([self.sample() for _ in range(n)])
-
-
-def grid_batches(image: np.ndarray, cutter: ContextCutter, batch_size: int,
-                 min_overlap: int = 50):
-    """(windows, Sample) batches over the inference patch grid of a whole image."""
-    c, H, W = image.shape
-    g = cutter.global_context(image)
-    wins = patch_grid(W, H, cutter.size, min_overlap)
-    for s in range(0, len(wins), batch_size):
-        chunk = wins[s:s + batch_size]
-        yield chunk, collate([cutter.cut(image, w, None, g) for w in chunk])

@@ -1,0 +1,44 @@
+"""The one context resampler: area averaging, as GDAL's ``average`` read computes it.
+
+Contexts reach the network resized to the patch size. The inference engine reads them with GDAL's
+averaging (``GRIORA_Average``: each output pixel is the mean of the source pixels it covers,
+weighted by the covered fraction of each, and rounded half away from zero for integer rasters).
+Training cuts contexts out of images held in memory; :func:`area_average` gives the same values,
+so the network sees the same kind of context in training and in use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix whose row i averages the input cells that output cell i covers,
+    each weighted by the covered length (rows sum to 1)."""
+    edges = np.arange(n_out + 1, dtype=np.float64) * (n_in / n_out)
+    lo, hi = edges[:-1], edges[1:]
+    cells = np.arange(n_in, dtype=np.float64)
+    cover = np.clip(np.minimum(hi[:, None], cells[None] + 1) - np.maximum(lo[:, None], cells[None]),
+                    0.0, None)
+    return cover / cover.sum(axis=1, keepdims=True)
+
+
+def area_average(image: np.ndarray, out_h: int, out_w: int, integer: bool | None = None
+                 ) -> np.ndarray:
+    """Area-average (C, H, W) ``image`` to (C, out_h, out_w) float32.
+
+    ``integer`` (default: whether ``image`` has an integer dtype) rounds the means half away from
+    zero as GDAL does for integer rasters; pass True for integer values held in a float array.
+    """
+    c, h, w = image.shape
+    if integer is None:
+        integer = bool(np.issubdtype(image.dtype, np.integer))
+    if (h, w) == (out_h, out_w):
+        return image.astype(np.float32, copy=False)
+    wy, wx = area_weights(h, out_h), area_weights(w, out_w)
+    out = np.einsum("oh,chw,pw->cop", wy, image.astype(np.float64, copy=False), wx,
+                    optimize=True)
+    if integer:
+        # tiny tolerance: exact means like 2.5 come out of the products as 2.4999999999999996
+        out = np.sign(out) * np.floor(np.abs(out) + 0.5 + 1e-9)
+    return out.astype(np.float32)
