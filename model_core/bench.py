@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from .config import FCtLConfig
+from .registry import DEFAULT_ARCH, create_model
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,12 @@ def _autocast(device: torch.device):
 
 
 def build(config: FCtLConfig, device: torch.device) -> torch.nn.Module:
-    from .models import FCtL
     from .models.fuse import fuse_for_inference
 
     torch.manual_seed(0)
     # As the engine's Predictor runs it: fused for inference, NHWC, per-image encoder/decoder
     # calls on CPU.
-    model = FCtL(config).eval()
+    model = create_model(DEFAULT_ARCH, config).eval()
     fuse_for_inference(model)
     model.per_image_calls = device.type == "cpu"
     return model.to(device=device, memory_format=torch.channels_last)
@@ -195,12 +195,12 @@ def _synthetic_raster(path: Path, size: int) -> None:
 
 def _write_checkpoint(config: FCtLConfig, path: Path) -> None:
     from .checkpoint import ClassInfo, ModelCard, save_checkpoint
-    from .models import FCtL
 
     torch.manual_seed(0)
     classes = [ClassInfo(i, f"class {i}", (40 * i % 256, 90 * i % 256, 150 * i % 256))
                for i in range(config.num_classes)]
-    save_checkpoint(path, FCtL(config), ModelCard(config=config, classes=classes))
+    save_checkpoint(path, create_model(DEFAULT_ARCH, config),
+                    ModelCard(config=config, classes=classes, arch=DEFAULT_ARCH))
 
 
 def run_raster(raster: Path, model_path: Path, out: Path, device: str, batch: int,
@@ -292,7 +292,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             raster = tmp / f"synthetic_{size}.tif"
             _synthetic_raster(raster, size)
             # FCtL with per-patch contexts, FCtL with the shared medium context, the baseline
-            runs = [("fctl", "fctl", ()), ("fctl_shared", "fctl", ("--shared-context",)),
+            runs = [("fctl", "fctl", ("--exact-context",)), ("fctl_shared", "fctl", ()),
                     ("baseline", "baseline", ())]
             tries: dict[str, list[dict[str, float]]] = {key: [] for key, _, _ in runs}
             # Repeats are interleaved (A B C A B C) so that a slow spell of the shared machine

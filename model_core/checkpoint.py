@@ -1,9 +1,10 @@
 """One-file checkpoints: safetensors weights with the model card as JSON in the header.
 
 The card (:class:`ModelCard`) carries everything inference needs besides the weights: the
-architecture config, classes (ids, names, colours), ignore index, input bands and scaling, patch
+architecture (``arch``, built through :mod:`.registry`) and its config, classes (ids, names, colours), ignore index, input bands and scaling, patch
 and context sizes (in the config), the ground sample distance and the provenance. Loading checks
-that weights and config match and says what does not.
+that weights and config match and says what does not. Fields this version does not know (a card
+written by a newer version) are dropped with a warning naming them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from .config import FCtLConfig
+from .registry import DEFAULT_ARCH, config_class, create_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ class ModelCard:
     """Metadata of a trained model.
 
     ``bands`` are the 1-based raster bands fed to the network, in order; ``scale`` maps raw
-    values to the network's [0, 1] input as (raw - lo) / (hi - lo), clipped.
+    values to the network's [0, 1] input as (raw - lo) / (hi - lo), clipped. ``arch`` names the
+    network in the model registry (:func:`model_core.registry.create_model`); ``config`` is that
+    architecture's config.
     """
 
     config: FCtLConfig
@@ -58,6 +62,7 @@ class ModelCard:
     name: str = "FCtL model"
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    arch: str = DEFAULT_ARCH
 
     def __post_init__(self) -> None:
         self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
@@ -90,11 +95,18 @@ class ModelCard:
         if fmt != FORMAT:
             raise CheckpointError(f"unsupported checkpoint format {fmt!r} (this version reads "
                                   f"{FORMAT!r})")
-        d["config"] = FCtLConfig.from_dict(d["config"])
+        d["arch"] = arch = d.get("arch") or DEFAULT_ARCH   # cards before arch: FCtL
+        try:
+            config_cls = config_class(arch)
+        except KeyError as exc:
+            raise CheckpointError(exc.args[0]) from None
+        d["config"] = config_cls.from_dict(d["config"])
         known = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(d) - known)
-        if extra:
-            raise CheckpointError(f"unknown model card field(s) {extra}")
+        if extra:   # written by a newer version: what this one knows is enough to run it
+            log.warning("model card field(s) %s unknown to this version: ignored", extra)
+            for name in extra:
+                del d[name]
         return cls(**d)
 
 
@@ -141,12 +153,10 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     """Build the network its card describes and load its weights (``None`` = bundled default)."""
     from safetensors.torch import load_file
 
-    from .models import FCtL
-
     path = DEFAULT_MODEL if path is None else path
     card = read_card(path)
     try:
-        model = FCtL(card.config)
+        model = create_model(card.arch, card.config)
     except Exception as exc:
         raise CheckpointError(f"cannot build the network described by {path}: {exc}") from exc
     state = load_file(str(path))
@@ -219,10 +229,8 @@ def load_pth_state(path: str | Path) -> dict[str, torch.Tensor]:
 def import_pth(path: str | Path, out: str | Path, card: ModelCard) -> Path:
     """Convert a PyTorch state dict of the network ``card`` describes into a one-file
     safetensors checkpoint (weights checked against the card's config before writing)."""
-    from .models import FCtL
-
     state = load_pth_state(path)
-    model = FCtL(card.config)
+    model = create_model(card.arch, card.config)
     check_state(model, state, str(path))
     model.load_state_dict(state)
     card.provenance = {**card.provenance, "imported_from": Path(path).name}

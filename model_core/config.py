@@ -8,8 +8,11 @@ is a value of it (see :func:`ablation_configs`), and the FCN-8s baseline is
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
 
 CONTEXT_NAMES = ("local", "medium", "large")
 FUSIONS = ("average", "weighted", "adaptive")
@@ -174,10 +177,11 @@ class FCtLConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "FCtLConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
+        # a newer version's fields (a newer checkpoint in an older plugin): dropped, named
         if unknown:
-            raise ValueError(f"unknown FCtL config field(s) {unknown}: the file was written by "
-                             "another version or is not an FCtL model")
-        d = dict(d)
+            log.warning("FCtL config field(s) %s unknown to this version: ignored (written by a "
+                        "newer version?)", unknown)
+        d = {k: v for k, v in d.items() if k in known}
         for name, value in LEGACY_DEFAULTS.items():   # written before the field existed
             d.setdefault(name, value)
         return cls(**d)

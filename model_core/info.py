@@ -8,13 +8,14 @@ import time
 import torch
 
 from .config import FCtLConfig
+from .registry import DEFAULT_ARCH, create_model
 
 
-def describe(config: FCtLConfig, time_forward: bool = True) -> dict:
+def describe(config: FCtLConfig, time_forward: bool = True, arch: str = DEFAULT_ARCH) -> dict:
     """Parameter counts per module and (optionally) the seconds of one patch's forward pass."""
-    from .models import FCtL, parameter_counts
+    from .models import parameter_counts
 
-    model = FCtL(config).eval()
+    model = create_model(arch, config).eval()
     out: dict = {"params": parameter_counts(model)}
     if time_forward:
         p = config.patch_size

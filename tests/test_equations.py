@@ -281,3 +281,37 @@ def test_fusion_is_x_plus_lcf_plus_ale():
         crops = {r: crop_to_patch(ctx[r], boxes[r], tuple(x_i.shape[-2:])) for r in ("medium", "large")}
         expected = x_i + model.lcf(x_i, ctx, boxes) + model.ale(x_i, crops)
     torch.testing.assert_close(seen["f32"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_binary_tasks_are_reported_by_the_foreground_iou():
+    """The paper reports Inria by the building IoU; multi-class tasks by the mIoU."""
+    import numpy as np
+
+    from model_core.training.metrics import Scores
+
+    cm = np.array([[80, 20], [10, 30]])
+    s = Scores(cm, None, {0: "background", 1: "building"})
+    assert s.headline == pytest.approx(30 / 60) and s.headline_name == "building IoU"
+    assert s.miou == pytest.approx((80 / 110 + 30 / 60) / 2)
+    multi = Scores(np.eye(3, dtype=int) * 5 + 1, 0)
+    assert multi.headline == multi.miou and multi.headline_name == "mIoU"
+
+
+def test_feature_grid_alignment_vgg16_508():
+    """VGG16's 15 stride-32 cells cover 480 of a 508 px patch: after alignment, each local
+    query cell's offset to the medium context's key cells is measured between their centres on
+    the ground (the old code assumed the cells spanned all 508 px: up to 0.85 cell off)."""
+    from model_core.models.fctl import align_box
+    from model_core.models.lcc import axis_offsets
+
+    model = FCtL(FCtLConfig(backbone="vgg16", patch_size=508, decoder_channels=16))
+    fx, fy = model.feature_coverage((508, 508), (15, 15))
+    assert fx == fy == pytest.approx(480 / 508)
+    box = align_box((1 / 3, 1 / 3, 2 / 3, 2 / 3), fx, fy)      # x3 context, patch centred
+    d = axis_offsets(15, 15, torch.tensor([box[0]]), torch.tensor([box[2]]))[0]
+    q_ground = 508 + (torch.arange(15) + 0.5) * 32               # query centres, ground px
+    k_ground = (torch.arange(15) + 0.5) * 96                     # key centres (3 px per px)
+    expected = (k_ground[None, :] - q_ground[:, None]) / 96      # in key cells
+    torch.testing.assert_close(d, expected, atol=1e-4, rtol=0)
+    lite = FCtL(FCtLConfig(**TINY))
+    assert lite.feature_coverage((64, 64), (2, 2)) == (1.0, 1.0)   # exact grids: unchanged

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
 
+from .option_table import NUMBER_LISTS, SCALARS, cli_options, parse_numbers, segment_options
 from .options import Cancelled, SegmentOptions
 
 log = logging.getLogger(__name__)
@@ -21,30 +21,49 @@ log = logging.getLogger(__name__)
 GDAL_CACHE_MB = 64    # GDAL block cache of the command line (unless GDAL_CACHEMAX is set)
 
 
-def _numbers(values: Sequence[str], kind: type, count: int | None, what: str) -> list:
-    """Numbers given as separate arguments and/or comma-separated."""
-    parts = [v for s in values for v in s.replace(",", " ").split()]
-    try:
-        out = [kind(v) for v in parts]
-    except ValueError:
-        raise ValueError(f"{what} takes numbers, got {' '.join(values)!r}") from None
-    if count is not None and len(out) != count:
-        raise ValueError(f"{what} takes {count} numbers, got {len(out)}")
-    return out
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One argument per command line option of the run-option table, and the former flags."""
+    for opt in cli_options():
+        kw: dict = {"help": opt.help.replace("%", "%%")}   # argparse formats help with %
+        if opt.kind == "bool":
+            # a bool the user turns on; True defaults are shown negated (--no-prefetch)
+            kw.update(action="store_true")
+        elif opt.kind in NUMBER_LISTS:
+            kw.update(nargs="+", metavar=opt.metavar)
+        elif opt.kind in ("int", "float"):
+            kw.update(type=SCALARS[opt.kind], default=opt.default)
+            if opt.metavar:
+                kw["metavar"] = opt.metavar
+        elif opt.kind == "choice":
+            kw.update(choices=opt.choices, default=opt.default)
+        elif opt.default is not None:
+            kw["default"] = opt.default
+        if opt.positional:
+            parser.add_argument(opt.cli, **kw)
+        else:
+            parser.add_argument(opt.cli, dest=opt.name, **kw)
+        for old in opt.old_cli:   # deprecated spellings: accepted, ignored with a warning
+            parser.add_argument(old, dest=_old_dest(old), action="store_true",
+                                help=argparse.SUPPRESS)
+
+
+def _old_dest(flag: str) -> str:
+    return "deprecated_" + flag.lstrip("-").replace("-", "_")
 
 
 def options_from_args(args: argparse.Namespace) -> SegmentOptions:
-    return SegmentOptions(
-        input=args.input, output=args.output, vector=args.vector, model=args.model,
-        device=args.device, batch_size=args.batch_size, tta=args.tta,
-        extent=tuple(_numbers(args.extent, float, 4, "--extent")) if args.extent else None,
-        window=tuple(_numbers(args.window, int, 4, "--window")) if args.window else None,
-        bands=_numbers(args.bands, int, None, "--bands") if args.bands else None,
-        scale=tuple(_numbers(args.scale, float, 2, "--scale")) if args.scale else None,
-        min_area=args.min_area, min_area_unit=args.min_area_unit,
-        sieve_raster=args.sieve_raster, min_overlap=args.min_overlap,
-        layer_name=args.layer, memory_mb=args.memory_mb, prefetch=not args.no_prefetch,
-        read_workers=args.read_workers, compile=args.compile, shared_context=args.shared_context)
+    values = {}
+    for opt in cli_options():
+        value = getattr(args, opt.name)
+        if opt.kind in NUMBER_LISTS and value is not None:
+            number, count = NUMBER_LISTS[opt.kind]
+            value = parse_numbers(value, number, count, opt.cli)
+        values[opt.name] = value
+        for old in opt.old_cli:
+            if getattr(args, _old_dest(old), False):
+                log.warning("%s is deprecated and ignored: what it turned on is the default "
+                            "now (see %s)", old, opt.cli)
+    return segment_options(values)
 
 
 def _keep_freed_memory() -> None:
@@ -129,43 +148,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment a raster into a classified GeoTIFF (+ polygons)",
                        description="Segment any GDAL raster with an FCtL model: classified "
                        "GeoTIFF (uint8 class ids, 255 = nodata) and optional GeoPackage polygons.")
-    p.add_argument("input", help="input raster (GeoTIFF, COG, JPEG, PNG, VRT, ...)")
-    p.add_argument("output", help="output classified GeoTIFF")
-    p.add_argument("--vector", help="also write class polygons to this GeoPackage (.gpkg)")
-    p.add_argument("--model", help="FCtL checkpoint (.safetensors); default: the bundled model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=0,
-                   help="patches per forward pass (default 0 = auto: 8 on CUDA; on CPU 4 for "
-                        "FCtL, 1 for a model without contexts)")
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: flips x 90-degree rotations (8 passes)")
-    p.add_argument("--extent", nargs="+", metavar="XMIN YMIN XMAX YMAX",
-                   help="process only this area (map coordinates of the raster's CRS)")
-    p.add_argument("--window", nargs="+", metavar="XOFF YOFF XSIZE YSIZE",
-                   help="process only this pixel window")
-    p.add_argument("--bands", nargs="+", metavar="B", help="1-based input bands, e.g. 3 2 1")
-    p.add_argument("--scale", nargs="+", metavar="LO HI",
-                   help="raw value range mapped to [0, 1] (default: the model's)")
-    p.add_argument("--min-area", type=float, default=0.0,
-                   help="sieve regions smaller than this before polygonising")
-    p.add_argument("--min-area-unit", choices=("pixels", "map"), default="pixels",
-                   help="unit of --min-area: pixels or square map units")
-    p.add_argument("--sieve-raster", action="store_true",
-                   help="apply the --min-area sieve to the output raster too")
-    p.add_argument("--min-overlap", type=int, default=50,
-                   help="minimum overlap of neighbouring patches in pixels")
-    p.add_argument("--layer", default="classes", help="polygon layer name")
-    p.add_argument("--memory-mb", type=float, default=1024.0,
-                   help="memory budget of the logit merge in MiB (never changes the labels)")
-    p.add_argument("--no-prefetch", action="store_true",
-                   help="do not read the next batch in a background thread")
-    p.add_argument("--read-workers", type=int, default=0, metavar="N",
-                   help="threads reading batches ahead, each with its own handle on the raster "
-                        "(default: 1 on CPU, up to 4 on CUDA)")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the network with torch.compile (CUDA, large rasters)")
-    p.add_argument("--shared-context", action="store_true",
-                   help="encode the medium context once per raster area instead of once per "
-                   "patch: about 1.2-1.5x faster on CPU, labels differ slightly (see the README)")
+    add_option_arguments(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_run)

@@ -45,7 +45,11 @@ class SegmentOptions:
         shared_context: encode the medium (and any non-global large) context once per raster
             area and sample each patch's features from that map instead of encoding every
             patch's context window (:mod:`.context_map`): about half the network time of FCtL,
-            labels slightly different from per-patch contexts.
+            labels slightly different from per-patch contexts. The default (issue 16); False =
+            the paper's per-patch contexts (``--exact-context``, ``EXACT_CONTEXT``).
+
+    The front ends (command line, Processing, dock) are built from :mod:`.option_table`, which
+    reads its defaults from here.
     """
 
     input: str
@@ -68,7 +72,7 @@ class SegmentOptions:
     prefetch: bool = True
     read_workers: int = 0
     compile: bool = False
-    shared_context: bool = False
+    shared_context: bool = True
 
 
 @dataclass

@@ -78,6 +78,13 @@ class FCtL(nn.Module):
         fx, fy = self.config.patch_size / w, self.config.patch_size / h
         return (0.5 - fx / 2, 0.5 - fy / 2, 0.5 + fx / 2, 0.5 + fy / 2)
 
+    def feature_coverage(self, image_size: tuple[int, int], cells: tuple[int, int]
+                         ) -> tuple[float, float]:
+        """Share (x, y) of an input of ``image_size`` that ``cells`` stride-32 cells cover: VGG16's
+        15 cells cover 480 of 508 px (0.945), padded encoders' 16 cells 512 of 508 (1.008)."""
+        s = self.encoder.reductions[-1]
+        return cells[1] * s / image_size[1], cells[0] * s / image_size[0]
+
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
@@ -121,6 +128,9 @@ class FCtL(nn.Module):
                 ctx[name] = f.to(x_i.dtype)
         box = {name: (boxes or {}).get(name) for name in self.context_streams}
         box = {name: (v if v is not None else self.default_box(name)) for name, v in box.items()}
+        cover = self.feature_coverage(tuple(local.shape[-2:]), tuple(x_i.shape[-2:]))
+        if cover != (1.0, 1.0):
+            box = {name: align_box(v, *cover) for name, v in box.items()}
 
         fused = x_i
         if self.lcf is not None:
@@ -134,6 +144,21 @@ class FCtL(nn.Module):
             return torch.cat([self.decoder(f8[j:j + 1], f16[j:j + 1], fused[j:j + 1], size)
                               for j in range(b)])
         return self.decoder(f8, f16, fused, size)
+
+
+def align_box(box: Box | Tensor, fx: float, fy: float) -> Box | Tensor:
+    """A patch box (normalised in its context window) in the coordinates of the context's feature
+    grid, when stride-32 cells cover a share (fx, fy) of each image, from its top-left corner.
+
+    The local features cover [0, f] of the patch, the context's cover [0, f] of the window: the
+    patch's covered part starts at x0 / f of the context's grid and spans (x1 - x0) of it (both
+    grids have the same number of cells). Used for LCC's offsets and ALE's crops alike.
+    """
+    if isinstance(box, Tensor):
+        x0, y0, x1, y1 = box.unbind(-1)
+        return torch.stack([x0 / fx, y0 / fy, x0 / fx + (x1 - x0), y0 / fy + (y1 - y0)], -1)
+    x0, y0, x1, y1 = box
+    return (x0 / fx, y0 / fy, x0 / fx + (x1 - x0), y0 / fy + (y1 - y0))
 
 
 def parameter_counts(model: FCtL) -> dict[str, int]:

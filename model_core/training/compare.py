@@ -53,7 +53,8 @@ def run_compare(args: argparse.Namespace) -> int:
             run_info = copy.deepcopy(info)
             run_info.provenance["comparison"] = f"{name} of `model_core compare` (same budget)"
             log.info("training %s", name)
-            train(config, train_images, val_images, run_info, out / name, train_config(args))
+            train(config, train_images, val_images, run_info, out / name,
+                  train_config(args, train_images))
     eval_args = copy.copy(args)
     eval_args.ids, eval_args.split = args.test_ids, "test"
     eval_args.image, eval_args.labels = args.test_image, args.test_labels

@@ -36,7 +36,7 @@ class EvalItem:
 
 def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "auto",
                  batch_size: int = 4, workdir: str | Path | None = None,
-                 shared_context: bool = False) -> np.ndarray:
+                 shared_context: bool = True) -> np.ndarray:
     """Class ids of ``image`` as the streaming engine writes them (read back from its GeoTIFF)."""
     from osgeo import gdal
 
@@ -56,7 +56,7 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
 
 def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Sequence[bool] = (False, True),
              device: str = "auto", batch_size: int = 4, model=None, card: ModelCard | None = None,
-             shared_context: bool = False) -> dict[str, Any]:
+             shared_context: bool = True) -> dict[str, Any]:
     """Scores of a model on ``items`` for each TTA mode: {"no_tta": {...}, "tta": {...}}."""
     if model is None:
         model, card = load_checkpoint(model_path, "cpu")
@@ -75,13 +75,14 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
                 raise ValueError(f"{it.id}: prediction {pred.shape} and labels {it.label.shape} "
                                  "differ in size")
             c = confusion_matrix(it.label, pred, k, card.ignore_index)
-            per_image[it.id] = Scores(c, card.ignore_index, names).miou
+            per_image[it.id] = Scores(c, card.ignore_index, names).headline
             cm += c
         scores = Scores(cm, card.ignore_index, names)
         results["tta" if tta else "no_tta"] = {**scores.to_dict(), "per_image_miou": per_image,
                                                "seconds": round(time.time() - t0, 1),
                                                "confusion": cm.tolist()}
-        log.info("%s: mIoU %.4f", "TTA" if tta else "no TTA", scores.miou)
+        log.info("%s: %s %.4f", "TTA" if tta else "no TTA", scores.headline_name,
+                 scores.headline)
     return results
 
 
@@ -98,6 +99,9 @@ def format_results(results: dict[str, Any]) -> str:
         f"{_pct(results[m]['miou']):>12}{_pct(results[m]['mean_f1']):>11}" for m in modes))
     rows.append(f"{'pixel acc.':<14}" + "".join(
         f"{_pct(results[m]['pixel_accuracy']):>12}{'':>11}" for m in modes))
+    if results[modes[0]].get("headline_name", "mIoU") != "mIoU":
+        rows.append(f"{results[modes[0]]['headline_name']:<14}" + "".join(
+            f"{_pct(results[m]['headline']):>12}{'':>11}" for m in modes))
     return "\n".join(rows)
 
 
@@ -146,7 +150,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     items = items_from_args(args)
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.tta]
     res = evaluate(args.model, items, modes, args.device, args.batch_size,
-                   shared_context=args.shared_context)
+                   shared_context=not args.exact_context)
     print(format_results(res))
     if args.record:
         record_scores(args.model, args.record, res)
@@ -158,6 +162,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..inference.option_table import option
+
     p = sub.add_parser("evaluate", help="score a model on labelled images (through the engine)")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
     p.add_argument("--layout", choices=("deepglobe", "inria", "raster"), default="deepglobe")
@@ -171,8 +177,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=("off", "on", "both"), default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--shared-context", action="store_true",
-                   help="segment with shared medium-context features (see segment --help)")
+    # the same default as segment (shared medium context); --exact-context = the paper's
+    p.add_argument("--exact-context", action="store_true",
+                   help=option("exact_context").help.replace("%", "%%"))
+    p.add_argument("--shared-context", action="store_true", help=argparse.SUPPRESS)  # former
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--record", metavar="KEY",
                    help="also store the scores in the model's card under provenance[KEY]")

@@ -1,5 +1,6 @@
-"""The training loop with the paper's recipe (Sec. 4.2): Adam, lr 5e-5 with poly decay (power 0.9),
-focal loss (gamma 3), gradient accumulation to an effective batch; CUDA with mixed precision when
+"""The training loop of Sec. 4.2: Adam with poly decay (power 0.9), focal loss (gamma 3),
+gradient accumulation to an effective batch (learning rate, weight decay and budget come from the
+command line's ``--recipe``); CUDA with mixed precision when
 available, resume, a CSV log and PNG plot per epoch, best checkpoint by validation mIoU.
 
 Outputs in ``out_dir``: ``best.safetensors`` (best validation mIoU), ``last.safetensors`` +
@@ -37,7 +38,8 @@ LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accura
 
 @dataclass
 class TrainConfig:
-    """How to train (the defaults are the paper's recipe; epochs scale with the budget).
+    """How to train. The optimiser is the paper's (Adam, poly decay 0.9, focal gamma 3); the
+    named budgets and their learning rates are the command line's ``--recipe`` (quick, paper).
 
     ``steps_per_epoch`` counts mini-batches of ``batch_size`` random patches; the optimizer steps
     every ``accumulate`` mini-batches (effective batch = batch_size x accumulate).
@@ -209,7 +211,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         seconds += time.time() - t0
         row = {"epoch": epoch + 1, "step": (epoch + 1) * tc.steps_per_epoch,
                "lr": opt.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
-               "val_miou": scores.miou if scores else float("nan"),
+               "val_miou": scores.headline if scores else float("nan"),
                "val_pixel_accuracy": scores.pixel_accuracy if scores else float("nan"),
                "seconds": round(seconds, 1)}
         history.append(row)

@@ -70,6 +70,25 @@ class Scores:
         return float(np.mean(vals)) if vals else float("nan")
 
     @property
+    def headline_name(self) -> str:
+        """What :attr:`headline` is: "mIoU", or "<class> IoU" for a binary task."""
+        if self._binary_foreground is None:
+            return "mIoU"
+        return f"{self.names.get(self._binary_foreground, str(self._binary_foreground))} IoU"
+
+    @property
+    def _binary_foreground(self) -> int | None:
+        cls = self.classes
+        return cls[1] if len(cls) == 2 and cls[0] == 0 else None
+
+    @property
+    def headline(self) -> float:
+        """The figure a task is reported by: the foreground IoU of a background/object task (the
+        paper's Inria "mIoU" is the building IoU), the mIoU otherwise."""
+        fg = self._binary_foreground
+        return self.iou[fg] if fg is not None else self.miou
+
+    @property
     def mean_f1(self) -> float:
         vals = [v for v in self.f1.values() if not np.isnan(v)]
         return float(np.mean(vals)) if vals else float("nan")
@@ -83,6 +102,7 @@ class Scores:
         name = lambda c: self.names.get(c, str(c))  # noqa: E731
         return {
             "miou": self.miou, "mean_f1": self.mean_f1, "pixel_accuracy": self.pixel_accuracy,
+            "headline": self.headline, "headline_name": self.headline_name,
             "iou": {name(c): v for c, v in self.iou.items()},
             "f1": {name(c): v for c, v in self.f1.items()},
             "pixels": int(self.confusion.sum()),
@@ -97,6 +117,8 @@ class Scores:
             rows.append(f"{self.names.get(c, str(c)):<14}{_pct(iou):>8}{_pct(f1):>8}")
         rows.append(f"{'mean':<14}{_pct(self.miou):>8}{_pct(self.mean_f1):>8}")
         rows.append(f"pixel accuracy {_pct(self.pixel_accuracy)}")
+        if self.headline_name != "mIoU":
+            rows.append(f"{self.headline_name} {_pct(self.headline)} (the reported figure)")
         return "\n".join(r for r in rows if r != "" or title)
 
 

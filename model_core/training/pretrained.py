@@ -92,14 +92,14 @@ def load_lite0_imagenet(encoder: Encoder, path: str | Path | None = None) -> int
 
 
 def init_pretrained(model: nn.Module, pretrained: str | None) -> int:
-    """Initialise ``model.encoder``: ``"imagenet"`` (Lite0 package), a file path, or None."""
+    """Initialise ``model.encoder``: ``"imagenet"`` (Lite0 package), a weights file of the
+    backbone (any timm model, timm's or torchvision's key names), or None."""
     if not pretrained or pretrained == "none":
         return 0
     if pretrained == "imagenet":
         return load_lite0_imagenet(model.encoder)
     from ..models.backbone import load_backbone_weights
-    load_backbone_weights(model.encoder.body, pretrained)
-    return len(model.encoder.body.state_dict())
+    return load_backbone_weights(model.encoder, pretrained)
 
 
 def init_from_checkpoint(model: nn.Module, path: str | Path) -> dict:
