@@ -17,6 +17,7 @@ from qgis.core import (Qgis, QgsCoordinateReferenceSystem, QgsRasterDataProvider
                        QgsRasterInterface, QgsRasterLayer, QgsRectangle)
 
 from model_core.inference.reader import WindowReader
+from model_core.resample import area_average
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,23 @@ class ProviderReader(WindowReader):
         self._check(bands)
         w, h = out_w or xsize, out_h or ysize
         rect = self._rect(xoff, yoff, xsize, ysize)
+        # Contexts are area means, as in training and GDAL's average reads: fetch the window at
+        # full resolution (or, past FULL_READ_PIXELS, at the largest whole multiple m of the
+        # output that fits, m^2 provider samples per output pixel) and average it down. Providers'
+        # own downsampling is nearest neighbour.
+        if (w, h) != (xsize, ysize) and (w < xsize or h < ysize):
+            m = 0 if xsize * ysize <= FULL_READ_PIXELS else \
+                max(1, int((FULL_READ_PIXELS / (w * h)) ** 0.5))
+            rw, rh = (xsize, ysize) if m == 0 else (min(xsize, m * w), min(ysize, m * h))
+        else:
+            rw, rh = w, h
         if self._colour:
-            if (w, h) != (xsize, ysize) and xsize * ysize <= FULL_READ_PIXELS:
-                planes = _decimate(self._colour_planes(rect, xsize, ysize), w, h)
-            else:
-                planes = self._colour_planes(rect, w, h)
-            return planes[[b - 1 for b in bands]].astype(np.float32)
-        return np.stack([self._block(b, rect, w, h) for b in bands]).astype(np.float32)
+            planes = self._colour_planes(rect, rw, rh)[[b - 1 for b in bands]]
+        else:
+            planes = np.stack([self._block(b, rect, rw, rh) for b in bands])
+        if (rw, rh) != (w, h):
+            return area_average(planes, h, w, integer=np.issubdtype(planes.dtype, np.integer))
+        return planes.astype(np.float32)
 
     def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
               ) -> np.ndarray:
@@ -153,14 +164,6 @@ class ProviderReader(WindowReader):
 
     def close(self) -> None:
         self._provider = None
-
-
-def _decimate(planes: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Nearest-neighbour resampling of (bands, H, W) to (bands, h, w), pixel centres aligned."""
-    _, sh, sw = planes.shape
-    rows = np.minimum(((np.arange(h) + 0.5) * sh / h).astype(int), sh - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * sw / w).astype(int), sw - 1)
-    return planes[:, rows][:, :, cols]
 
 
 def gdal_path(layer: QgsRasterLayer) -> str | None:

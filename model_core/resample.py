@@ -36,8 +36,9 @@ def area_average(image: np.ndarray, out_h: int, out_w: int, integer: bool | None
     if (h, w) == (out_h, out_w):
         return image.astype(np.float32, copy=False)
     wy, wx = area_weights(h, out_h), area_weights(w, out_w)
-    out = np.einsum("oh,chw,pw->cop", wy, image.astype(np.float64, copy=False), wx,
-                    optimize=True)
+    out = np.empty((c, out_h, out_w), np.float64)
+    for b in range(c):   # band by band: one float64 copy of a band at a time
+        out[b] = wy @ image[b].astype(np.float64, copy=False) @ wx.T
     if integer:
         # tiny tolerance: exact means like 2.5 come out of the products as 2.4999999999999996
         out = np.sign(out) * np.floor(np.abs(out) + 0.5 + 1e-9)

@@ -203,3 +203,27 @@ def test_border_crossing_context_from_integer_sums(tmp_path, dtype, scale, x, y)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
     outside = ref == 0
     assert (got[outside] == 0).all() and not outside.all()
+
+
+@pytest.mark.parametrize("method,used", [("NEAREST", False), ("CUBIC", False), ("AVERAGE", True)])
+def test_contexts_use_overviews_only_when_they_hold_area_means(tmp_path, method, used):
+    """One context resampler: decimated reads are area means, as in training. GDAL records no
+    resampling method, so each overview level is checked on a sample; others are not read."""
+    from model_core.resample import area_average
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 600, 600)).astype(np.uint8)
+    path = tmp_path / f"{method}.tif"
+    write_geotiff(path, a)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.BuildOverviews(method, [3])
+    ds = None
+    before = path.read_bytes()
+    r = GdalReader(str(path))
+    assert r.overviews is used
+    ctx = r.read(0, 0, 600, 600, [1, 2, 3], 200, 200)
+    exact = area_average(a, 200, 200)
+    assert np.mean(np.abs(ctx - exact) <= 1) > 0.99
+    assert r.reopen().overviews is used
+    r.close()
+    assert path.read_bytes() == before     # the input is never modified

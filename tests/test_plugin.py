@@ -259,6 +259,15 @@ def test_provider_reader_matches_gdal(tmp_path, qgis_app):
     np.testing.assert_array_equal(got, want)
     small = r.read(0, 0, 96, 96, [1], out_w=48, out_h=48)
     assert small.shape == (1, 48, 48)
+    # contexts through a provider are area means, the values of GDAL's average read (which
+    # also leaves nodata pixels out of the mean, whereas the provider path keeps them)
+    clean = ds.GetRasterBand(1).ReadAsArray().reshape(48, 2, 48, 2).min(axis=(1, 3)) != 0
+    gdal_avg = ds.GetRasterBand(1).ReadAsArray(0, 0, 96, 96, buf_xsize=48, buf_ysize=48,
+                                               resample_alg=gdal.GRIORA_Average)
+    np.testing.assert_array_equal(small[0][clean], gdal_avg[clean])
+    from model_core.resample import area_average
+    odd = r.read(0, 0, 96, 96, [2], out_w=17, out_h=23)
+    np.testing.assert_array_equal(odd, area_average(ds.ReadAsArray()[1:2], 23, 17))
     mask = r.valid(0, 0, 96, 96, [1, 2, 3])
     np.testing.assert_array_equal(mask, (ds.ReadAsArray() != 0).all(axis=0))
     with pytest.raises(ValueError, match="band"):
