@@ -6,23 +6,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext,
-                       QgsProcessingException, QgsProcessingFeedback,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
-                       QgsProcessingOutputString, QgsProcessingParameterBand,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterVectorDestination)
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface,
+                       QgsProcessingOutputNumber, QgsProcessingOutputString)
 from qgis.PyQt.QtGui import QIcon
 
+from .i18n import tr
+from .parameters import deprecated_given, help_text, parameter_definitions, read_values
 from .styling import LegendClass, legend_from_card, style_layer
 
 log = logging.getLogger(__name__)
 
-DEVICES = ["auto", "cpu", "cuda"]
 RASTER_NAME = "FCtL classes"
 VECTOR_NAME = "FCtL polygons"
 
@@ -47,7 +41,16 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         return inst
 
 
+HELP = ("Classifies every pixel of an ultra-high-resolution raster with an FCtL model (local "
+        "patch + medium and large contexts fused by locality-aware attention). Writes a class "
+        "raster (GeoTIFF) and optionally class polygons (GeoPackage), styled with the model's "
+        "class colours and names.")
+
+
 class SegmentAlgorithm(QgsProcessingAlgorithm):
+    """Its parameters are built from the engine's run-option table (:mod:`.parameters`); the
+    constants name them for scripts (a test checks them against the table)."""
+
     INPUT = "INPUT"
     MODEL = "MODEL"
     BANDS = "BANDS"
@@ -56,34 +59,23 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
     TTA = "TTA"
-    SHARED_CONTEXT = "SHARED_CONTEXT"
+    EXACT_CONTEXT = "EXACT_CONTEXT"
+    SHARED_CONTEXT = "SHARED_CONTEXT"      # deprecated: the shared context is the default
     MIN_AREA = "MIN_AREA"
     OUTPUT_RASTER = "OUTPUT_RASTER"
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
+
+    def tr(self, text: str) -> str:
+        return tr(text)
 
     def name(self) -> str:
         return "segment"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Segment raster (FCtL)"
+        return self.tr("Segment raster (FCtL)")
 
     def shortHelpString(self) -> str:  # noqa: N802
-        return ("Classifies every pixel of an ultra-high-resolution raster with an FCtL model "
-                "(local patch + medium and large contexts fused by locality-aware attention). "
-                "Writes a class raster (GeoTIFF) and optionally class polygons (GeoPackage), "
-                "styled with the model's class colours and names.\n\n"
-                "MODEL: a .safetensors FCtL checkpoint; empty = the bundled default model.\n"
-                "BANDS: raster bands fed to the network in order; empty = the model's bands.\n"
-                "EXTENT: process only this area (any CRS; reprojected to the layer's).\n"
-                "PIXEL SIZE: resample to this pixel size (layer units); 0 = native. Needed for "
-                "web layers (XYZ/WMS) without a native resolution.\n"
-                "MIN_AREA: polygons smaller than this (square map units) are merged into "
-                "their neighbours.\n"
-                "BATCH SIZE: 0 = automatic (8 on a GPU; on CPU 4 for FCtL models, whose context "
-                "fusion runs faster in batches, 1 for models without contexts).\n"
-                "FAST CONTEXT: encode the medium context once per area of the raster instead of "
-                "once per patch: about 1.2-1.5x faster on large rasters; labels differ from "
-                "the per-patch contexts in about 1 % of pixels (same accuracy on DeepGlobe).")
+        return help_text(HELP, self.tr)
 
     def createInstance(self) -> "SegmentAlgorithm":  # noqa: N802
         return SegmentAlgorithm()
@@ -94,48 +86,18 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         return QIcon(icon_path())
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model checkpoint (empty = bundled default)",
-            behavior=QgsProcessingParameterFile.File, extension="safetensors", optional=True))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands fed to the network (empty = the model's)", None, self.INPUT,
-            optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Area to segment",
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Patches per batch (0 = automatic)",
-            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, maxValue=256))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.TTA, "Test-time augmentation (8 flips/rotations, 8x slower)", defaultValue=False))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.SHARED_CONTEXT, "Fast context (medium context shared across patches)",
-            defaultValue=False))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, "Minimum polygon area (square map units, 0 = keep all)",
-            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
-        pixel = QgsProcessingParameterNumber(
-            self.PIXEL_SIZE, "Pixel size (layer units, 0 = native resolution)",
-            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0, optional=True)
-        pixel.setFlags(pixel.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(pixel)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER,
-                                                                  "Classes"))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT_VECTOR, "Class polygons", QgsProcessing.TypeVectorPolygon,
-            optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputString("DEVICE", "Device used"))
-        self.addOutput(QgsProcessingOutputNumber("PATCHES", "Patches processed"))
-        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Run time (s)"))
+        for param in parameter_definitions(self.tr):
+            self.addParameter(param)
+        self.addOutput(QgsProcessingOutputString("DEVICE", self.tr("Device used")))
+        self.addOutput(QgsProcessingOutputNumber("PATCHES", self.tr("Patches processed")))
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", self.tr("Run time (s)")))
 
     # ------------------------------------------------------------------ run
     def prepareAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
         """Main thread: resolve the layer, model card and reader (a provider clone) here."""
         from model_core.checkpoint import DEFAULT_MODEL, CheckpointError, read_card
-        from model_core.inference import SegmentOptions
+        from model_core.inference.option_table import qgis_values, segment_options
 
         from .qgis_reader import reader_for_layer
 
@@ -143,9 +105,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if layer is None or not layer.isValid():
             raise QgsProcessingException("the input raster layer could not be loaded: check its "
                                          "path or source")
-        model = self.parameterAsFile(parameters, self.MODEL, context) or None
+        for old, new in deprecated_given(parameters):
+            feedback.pushInfo(f"{old} is deprecated and ignored: what it turned on is the "
+                              f"default now (see {new})")
+        values = {**read_values(self, parameters, context), **qgis_values()}
         try:
-            card = read_card(model or DEFAULT_MODEL)
+            card = read_card(values["model"] or DEFAULT_MODEL)
         except CheckpointError as exc:
             raise QgsProcessingException(str(exc)) from exc
         rect = None
@@ -153,28 +118,20 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             if rect.isNull() or rect.isEmpty():
                 rect = None
-        pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
         out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context) or None
         _check_extension(out_raster, (".tif", ".tiff"), "class raster", "GeoTIFF")
         if out_vector:
             _check_extension(out_vector, (".gpkg",), "polygon output", "GeoPackage")
         try:
-            source, reader = reader_for_layer(layer, rect, pixel_size)
+            source, reader = reader_for_layer(layer, rect, values["pixel_size"] or None)
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
         self._card, self._reader = card, reader
-        self._options = SegmentOptions(
-            input=source, output=out_raster, vector=out_vector, model=model,
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            tta=self.parameterAsBool(parameters, self.TTA, context),
-            shared_context=self.parameterAsBool(parameters, self.SHARED_CONTEXT, context),
+        self._options = segment_options(
+            values, input=source, output=out_raster, vector=out_vector,
             # a provider reader's grid is already the requested extent
-            extent=_bounds(rect) if rect is not None and reader is None else None,
-            bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
-            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-            min_area_unit="map")
+            extent=_bounds(rect) if rect is not None and reader is None else None)
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802

@@ -1,4 +1,5 @@
-"""Dock panel for click-through segmentation: layer, model (with its legend), area, device, TTA;
+"""Dock panel for click-through segmentation: layer, model (with its legend), area, the run
+options Processing offers (from the engine's run-option table, the rarer ones under "Advanced");
 Run/Cancel, progress, and the "click to segment" map tool. Runs in a :class:`SegmentTask`."""
 
 from __future__ import annotations
@@ -9,20 +10,25 @@ from pathlib import Path
 
 from qgis.core import (Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils,
                        QgsProject, QgsRectangle, QgsTask)
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox,
                                  QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                                 QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                                 QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout,
+                                 QWidget)
 
 from . import areas, deps
+from .i18n import tr
+from .option_widgets import OptionWidgets
 from .styling import LegendClass, legend_from_card
 from .task import SegmentTask, TaskOutcome
 
 log = logging.getLogger(__name__)
 
 AREAS = ["Whole layer", "Visible map extent", "Features of a polygon layer"]
+# Run options of the table the dock shows with its own widgets (attribute names)
+OWN_WIDGETS = {"input": "layer_combo", "model": "model_widget", "extent": "area_combo"}
 
 
 class FCtLDock(QDockWidget):
@@ -31,7 +37,7 @@ class FCtLDock(QDockWidget):
     finished = pyqtSignal(object)
 
     def __init__(self, iface, parent: QWidget | None = None) -> None:
-        super().__init__("FCtL segmentation", parent)
+        super().__init__(tr("FCtL segmentation"), parent)
         self.setObjectName("FCtLDock")
         self.iface = iface
         self.task: SegmentTask | None = None
@@ -47,11 +53,11 @@ class FCtLDock(QDockWidget):
     def _build(self) -> None:
         body = QWidget(self)
         lay = QVBoxLayout(body)
-        self.deps_box = QGroupBox("Missing dependencies", body)
+        self.deps_box = QGroupBox(tr("Missing dependencies"), body)
         dl = QVBoxLayout(self.deps_box)
         self.deps_label = QLabel(self.deps_box)
         self.deps_label.setWordWrap(True)
-        self.install_button = QPushButton("Install dependencies", self.deps_box)
+        self.install_button = QPushButton(tr("Install dependencies"), self.deps_box)
         self.install_button.clicked.connect(self.install_dependencies)
         dl.addWidget(self.deps_label)
         dl.addWidget(self.install_button)
@@ -60,66 +66,67 @@ class FCtLDock(QDockWidget):
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox(body)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        form.addRow("Raster layer", self.layer_combo)
+        form.addRow(tr("Raster layer"), self.layer_combo)
         self.model_widget = QgsFileWidget(body)
-        self.model_widget.setFilter("FCtL checkpoints (*.safetensors)")
-        self.model_widget.setToolTip("Empty = the bundled default model")
+        self.model_widget.setFilter(tr("FCtL checkpoints (*.safetensors)"))
+        self.model_widget.setToolTip(tr("Empty = the bundled default model"))
         self.model_widget.fileChanged.connect(self.load_model_card)
-        form.addRow("Model", self.model_widget)
+        form.addRow(tr("Model"), self.model_widget)
         self.model_label = QLabel(body)
         self.model_label.setWordWrap(True)
         form.addRow("", self.model_label)
         self.legend_list = QListWidget(body)
         self.legend_list.setMaximumHeight(140)
-        form.addRow("Classes", self.legend_list)
+        form.addRow(tr("Classes"), self.legend_list)
         self.area_combo = QComboBox(body)
-        self.area_combo.addItems(AREAS)
-        form.addRow("Area", self.area_combo)
+        self.area_combo.addItems([tr(a) for a in AREAS])
+        form.addRow(tr("Area"), self.area_combo)
         self.polygon_combo = QgsMapLayerComboBox(body)
         self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.polygon_combo.setAllowEmptyLayer(True)
-        form.addRow("Polygon layer", self.polygon_combo)
-        self.selected_only = QCheckBox("Selected features only (when any)", body)
+        form.addRow(tr("Polygon layer"), self.polygon_combo)
+        self.selected_only = QCheckBox(tr("Selected features only (when any)"), body)
         self.selected_only.setChecked(True)
         form.addRow("", self.selected_only)
         self.area_combo.currentIndexChanged.connect(self._area_changed)
-        self.device_combo = QComboBox(body)
-        form.addRow("Device", self.device_combo)
-        self.tta_check = QCheckBox("Test-time augmentation (8x slower)", body)
-        form.addRow("", self.tta_check)
-        self.shared_check = QCheckBox("Fast context (medium context shared, ~1.2-1.5x faster)", body)
-        self.shared_check.setToolTip("Encode the medium context once per area of the raster "
-                                     "instead of once per patch; labels differ from per-patch "
-                                     "contexts in about 1 % of pixels.")
-        form.addRow("", self.shared_check)
-        self.vector_check = QCheckBox("Also write class polygons", body)
+        # the run options of the engine's table, as Processing offers them
+        self.run_options = OptionWidgets(body, tr)
+        self.device_combo = self.run_options["device"]
+        self.batch_spin = self.run_options["batch_size"]
+        self.tta_check = self.run_options["tta"]
+        self.run_options.add_rows(form, advanced=False)
+        self.vector_check = QCheckBox(tr("Also write class polygons"), body)
         self.vector_check.setChecked(True)
         form.addRow("", self.vector_check)
-        self.batch_spin = QSpinBox(body)
-        self.batch_spin.setRange(0, 64)
-        self.batch_spin.setSpecialValueText("auto")   # 0: 4 (FCtL) or 1 on CPU, 8 on a GPU
-        self.batch_spin.setValue(0)
-        form.addRow("Batch size", self.batch_spin)
         self.output_widget = QgsFileWidget(body)
         self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
-        self.output_widget.setToolTip("Folder for the results; empty = QGIS's temporary folder")
-        form.addRow("Output folder", self.output_widget)
+        self.output_widget.setToolTip(tr("Folder for the results; empty = QGIS's temporary "
+                                         "folder"))
+        form.addRow(tr("Output folder"), self.output_widget)
         lay.addLayout(form)
+        self.advanced_box = QgsCollapsibleGroupBox(tr("Advanced"), body)
+        advanced = QFormLayout(self.advanced_box)
+        self.run_options.add_rows(advanced, advanced=True)
+        for f in (form, advanced):   # labels above their fields: the dock is narrow
+            f.setRowWrapPolicy(QFormLayout.WrapAllRows)
+            f.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.advanced_box.setCollapsed(True)
+        lay.addWidget(self.advanced_box)
 
         buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run", body)
+        self.run_button = QPushButton(tr("Run"), body)
         self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button = QPushButton("Cancel", body)
+        self.cancel_button = QPushButton(tr("Cancel"), body)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.click_button = QPushButton("Click to segment", body)
+        self.click_button = QPushButton(tr("Click to segment"), body)
         self.click_button.setCheckable(True)
         self.click_button.toggled.connect(self._toggle_map_tool)
         self.click_size = QSpinBox(body)
         self.click_size.setRange(64, 8192)
         self.click_size.setValue(1024)
         self.click_size.setSuffix(" px")
-        self.click_size.setToolTip("Side of the window segmented around a clicked point")
+        self.click_size.setToolTip(tr("Side of the window segmented around a clicked point"))
         for w in (self.run_button, self.cancel_button, self.click_button, self.click_size):
             buttons.addWidget(w)
         lay.addLayout(buttons)
@@ -130,7 +137,11 @@ class FCtLDock(QDockWidget):
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
         lay.addStretch(1)
-        self.setWidget(body)
+        scroll = QScrollArea(self)   # the expanded "Advanced" section outgrows small screens
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
         self._area_changed()
 
     def _area_changed(self) -> None:
@@ -183,10 +194,10 @@ class FCtLDock(QDockWidget):
     def _fill_devices(self) -> None:
         import torch
 
-        self.device_combo.clear()
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-        self.device_combo.addItem(f"Auto ({'CUDA: ' + gpu if gpu else 'CPU'})", "auto")
-        self.device_combo.addItem("CPU", "cpu")
+        self.device_combo.clear()   # the table's choices, named after this machine's devices
+        self.device_combo.addItem(tr("Auto") + f" ({'CUDA: ' + gpu if gpu else 'CPU'})", "auto")
+        self.device_combo.addItem(tr("CPU"), "cpu")
         if gpu:
             self.device_combo.addItem(f"CUDA: {gpu}", "cuda")
 
@@ -255,7 +266,7 @@ class FCtLDock(QDockWidget):
         return True
 
     def _make_task(self, extent: QgsRectangle | None, use_area: bool) -> SegmentTask:
-        from model_core.inference import SegmentOptions
+        from model_core.inference.option_table import qgis_values, segment_options
 
         from .qgis_reader import reader_for_layer
 
@@ -266,16 +277,14 @@ class FCtLDock(QDockWidget):
             raise ValueError(self.model_label.text())
         if extent is None and use_area:
             extent = self.area_extent()
-        source, reader = reader_for_layer(layer, extent)
+        values = {**self.run_options.values(), **qgis_values(), "model": self.model_path()}
+        source, reader = reader_for_layer(layer, extent, values["pixel_size"] or None)
         folder = Path(self.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{_safe(layer.name())}_fctl_{time.strftime('%Y%m%d_%H%M%S')}"
-        options = SegmentOptions(
-            input=source, output=str(folder / f"{stem}.tif"),
+        options = segment_options(
+            values, input=source, output=str(folder / f"{stem}.tif"),
             vector=str(folder / f"{stem}.gpkg") if self.vector_check.isChecked() else None,
-            model=self.model_path(), device=self.device_combo.currentData() or "auto",
-            batch_size=self.batch_spin.value(), tta=self.tta_check.isChecked(),
-            shared_context=self.shared_check.isChecked(),
             extent=(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
             if extent is not None and reader is None else None)
         return SegmentTask(f"FCtL segmentation of {layer.name()}", options, self.legend,

@@ -1,10 +1,11 @@
 """One-file checkpoints: safetensors weights with the model card as JSON in the header.
 
 The card (:class:`ModelCard`) carries everything inference needs besides the weights: the
-architecture (``arch``, built through :mod:`.registry`) and its config, classes (ids, names, colours), ignore index, input bands and scaling, patch
-and context sizes (in the config), the ground sample distance and the provenance. Loading checks
-that weights and config match and says what does not. Fields this version does not know (a card
-written by a newer version) are dropped with a warning naming them.
+architecture (``arch``, built through :mod:`.registry`) and its config, classes (ids, names,
+colours), ignore index, input bands and scaling, patch and context sizes (in the config), the
+ground sample distance and the provenance. Loading checks that weights and config match and says
+what does not. Fields this version does not know (a card written by a newer version) are dropped
+with a warning naming them.
 """
 
 from __future__ import annotations

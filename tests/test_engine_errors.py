@@ -170,12 +170,14 @@ def test_unknown_architecture(tmp_path, raster, checkpoint):
     _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / "o.tif"), model=str(bad)),
            CheckpointError, "cannot build the network")
 
+    # another architecture than this version knows (unknown config fields only warn now:
+    # tests/test_registry.py)
     def not_fctl(card):
-        card["config"]["transformer_depth"] = 12
+        card["arch"] = "transformer_xyz"
 
     bad2 = _edit_card(checkpoint, tmp_path / "other.safetensors", not_fctl)
     _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / "o.tif"), model=str(bad2)),
-           CheckpointError, "unknown FCtL config field")
+           CheckpointError, "unknown model architecture 'transformer_xyz'")
 
 
 def test_other_bad_options(tmp_path, raster):

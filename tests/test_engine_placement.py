@@ -1,6 +1,7 @@
 """Placement and contexts: with a model whose prediction is a known function of each pixel, the
 engine's output must equal the expected label image exactly (borders, seams, TTA), and the
-contexts it hands to the model must be the right windows of the raster."""
+contexts it hands to the model must be the right windows of the raster (per-patch contexts,
+``shared_context=False``; the shared default: test_engine_shared.py)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_each_patch_and_its_contexts_are_the_right_windows(tmp_path):
     model, card = modulo_model(K, patch_size=p, record=True, medium_context="x3",
                                large_context="global")
     segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), batch_size=4, min_overlap=8,
-                           device="cpu"), model=model, card=card)
+                           device="cpu", shared_context=False), model=model, card=card)
     xs, ys = patch_starts(w, p, 8), patch_starts(h, p, 8)
     order = [(x, y) for y in ys for x in xs]
     locals_ = torch.cat([c["local"] for c in model.calls]).numpy()
@@ -89,8 +90,8 @@ def test_tiny_raster_global_context_is_padded_to_a_patch(tmp_path):
     img = _random((3, h, w), seed=5)
     src = write_geotiff(tmp_path / "in.tif", img)
     model, card = modulo_model(K, patch_size=p, record=True)
-    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu"),
-            model=model, card=card)
+    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu",
+                           shared_context=False), model=model, card=card)
     call = model.calls[0]
     expect = np.zeros((3, p, p))
     expect[:, :h, :w] = img / 255.0
@@ -140,7 +141,8 @@ def test_tta_hands_the_model_transformed_contexts_and_boxes(tmp_path):
     src = write_geotiff(tmp_path / "in.tif", img)
     model, card = modulo_model(K, patch_size=p, record=True)
     segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), batch_size=64, tta=True,
-                           min_overlap=8, device="cpu"), model=model, card=card)
+                           min_overlap=8, device="cpu", shared_context=False),
+            model=model, card=card)
     assert len(model.calls) == 8 and len(model.encoded) == 8
     ref = model.calls[0]
     for t, call in zip(TRANSFORMS, model.calls):
@@ -159,9 +161,10 @@ def test_window_and_geometry_helpers_agree():
     assert Window(xs[1], 0, 508, 508).x - (xs[0] + 508) == -120
 
 
-def test_global_context_uses_existing_overviews_and_input_is_untouched(tmp_path):
-    """The global context comes from the raster's overviews when it has some (here filled with
-    a marker value), and a run never adds files (no .ovr/.aux.xml) next to its input."""
+def test_global_context_ignores_overviews_that_are_not_area_means(tmp_path):
+    """Overviews that do not hold area means (here filled with a marker value) are not used for
+    contexts: the global context is the area mean of full resolution, as in training. A run never
+    adds files (no .ovr/.aux.xml) next to its input."""
     p = 32
     img = _random((3, 256, 256), seed=13)
     src = write_geotiff(tmp_path / "in.tif", img)
@@ -174,9 +177,12 @@ def test_global_context_uses_existing_overviews_and_input_is_untouched(tmp_path)
     before = sorted(p_.name for p_ in tmp_path.iterdir())
     stamp = src.stat().st_mtime_ns
     model, card = modulo_model(K, patch_size=p, record=True)
-    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu"),
-            model=model, card=card)
-    np.testing.assert_allclose(model.encoded[0].numpy(), 200 / 255, atol=1e-6)
+    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu",
+                           shared_context=False), model=model, card=card)
+    from model_core.resample import area_average
+
+    want = area_average(img, p, p) / 255
+    np.testing.assert_allclose(model.encoded[0].numpy()[0], want, atol=1e-6)
     np.testing.assert_array_equal(_read(tmp_path / "out.tif"), img[0] % K)   # full resolution
     after = sorted(p_.name for p_ in tmp_path.iterdir())
     assert [n for n in after if not n.startswith("out.tif")] == before

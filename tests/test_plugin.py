@@ -38,8 +38,8 @@ def test_provider_registered_with_segment_algorithm(plugin, qgis_app):
     assert alg is not None
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names[:3] == ["INPUT", "MODEL", "BANDS"]
-    for required in ("EXTENT", "DEVICE", "BATCH_SIZE", "TTA", "SHARED_CONTEXT", "MIN_AREA",
-                     "OUTPUT_RASTER", "OUTPUT_VECTOR"):
+    for required in ("EXTENT", "DEVICE", "BATCH_SIZE", "TTA", "EXACT_CONTEXT", "SHARED_CONTEXT",
+                     "MIN_AREA", "OUTPUT_RASTER", "OUTPUT_VECTOR"):
         assert required in names
     outputs = {o.name(): o.type() for o in alg.outputDefinitions()}
     assert outputs["OUTPUT_RASTER"] == "outputRaster"

@@ -67,7 +67,8 @@ def test_run_adds_styled_results_in_a_group(dock, tmp_path):
     layer = _add_raster(make_rgb(tmp_path / "scene.tif", size=180))
     dock.layer_combo.setLayer(layer)
     assert dock.batch_spin.value() == 0 and dock.batch_spin.text() == "auto"
-    dock.shared_check.setChecked(True)
+    exact = dock.run_options["exact_context"]       # the shared context is the default
+    assert not exact.isChecked()
     assert dock.run()
     assert dock.task.options.shared_context and dock.task.options.batch_size == 0
     assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
@@ -85,6 +86,16 @@ def test_run_adds_styled_results_in_a_group(dock, tmp_path):
     assert kinds["QgsVectorLayer"].renderer().type() == "categorizedSymbol"
     assert dock.progress.value() == 100 and "Done in" in dock.status.text()
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    # the paper's per-patch contexts, and the advanced options reaching the engine
+    exact.setChecked(True)
+    dock.run_options["min_overlap"].setValue(40)
+    dock.run_options["bands"].setText("3 2 1")
+    dock.run_options["min_area"].setValue(25.0)
+    assert dock.run()
+    opts = dock.task.options
+    assert not opts.shared_context and opts.min_overlap == 40 and opts.bands == [3, 2, 1]
+    assert opts.min_area == 25.0 and opts.min_area_unit == "map"
+    assert _wait(dock).ok, dock.last_outcome.error
 
 
 def test_visible_extent_and_click_and_features(dock, qgis_iface, tmp_path):

@@ -65,14 +65,16 @@ def test_segment_writes_georeferenced_classes_and_polygons(tmp_path, tiny_model,
 
 
 def test_fast_context_and_automatic_batch_size(tmp_path, tiny_model, provider):
-    """SHARED_CONTEXT samples the medium context from a shared map: same grid and outputs,
-    labels close to the per-patch contexts; BATCH_SIZE 0 (the default) is automatic."""
+    """The default samples the medium context from a shared map, EXACT_CONTEXT encodes every
+    patch's own (the paper): same grid and outputs, labels close to each other; BATCH_SIZE 0
+    (the default) is automatic; the former SHARED_CONTEXT is accepted and ignored."""
     raster = make_rgb(tmp_path / "in.tif", size=300)
     labels = {}
     for shared in (False, True):
         out = tmp_path / f"c{int(shared)}.tif"
-        res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1,
-                    "SHARED_CONTEXT": shared, "OUTPUT_RASTER": str(out)})
+        mode = {"SHARED_CONTEXT": True} if shared else {"EXACT_CONTEXT": True}
+        res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1, **mode,
+                    "OUTPUT_RASTER": str(out)})
         assert res["PATCHES"] == 16   # 300 px, 128 px patches, overlap >= 50: 4 x 4
         ds = gdal.Open(str(out))
         labels[shared] = ds.ReadAsArray()

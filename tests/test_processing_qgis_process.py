@@ -22,7 +22,9 @@ def test_qgis_process_runs_segment_with_json(tmp_path, tiny_model):
     out_r, out_v = tmp_path / "c.tif", tmp_path / "p.gpkg"
     proc = qgis_process(["--json", "run", "fctl:segment", f"--INPUT={raster}",
                          f"--MODEL={tiny_model}", "--DEVICE=1", f"--OUTPUT_RASTER={out_r}",
-                         f"--OUTPUT_VECTOR={out_v}"], qgis_env(tmp_path))
+                         f"--OUTPUT_VECTOR={out_v}",
+                         "--SHARED_CONTEXT=true"],   # former parameter: accepted, ignored
+                        qgis_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert data["results"]["OUTPUT_RASTER"] == str(out_r)

@@ -214,3 +214,16 @@ def test_docs_parameter_table_is_the_tables():
     assert block.group(1) == markdown_table(), (
         "docs/plugin.md's parameter table is out of date: paste the output of "
         "`python -m model_core.inference.option_table` between its markers")
+
+
+def test_table_and_qgis_front_ends_import_without_torch():
+    """The dock is built before the plugin's dependencies are installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
+            "import model_core.inference.option_table, fctl_qgis.parameters, "
+            "fctl_qgis.option_widgets, fctl_qgis.dock, fctl_qgis.algorithm")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

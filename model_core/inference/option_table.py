@@ -126,7 +126,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("model", "model", "Model checkpoint (empty = bundled default)",
               "FCtL checkpoint (.safetensors); empty = the bundled default model.",
               cli="--model", processing="MODEL", dock=True),
-    RunOption("bands", "bands", "Bands fed to the network (empty = the model's)",
+    RunOption("bands", "bands", "Input bands (empty = the model's)",
               "1-based raster bands fed to the network, in order (e.g. 3 2 1); empty = the "
               "model's bands.", cli="--bands", metavar="B", processing="BANDS", dock=True),
     RunOption("extent", "extent", "Area to segment",
@@ -153,7 +153,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("min_area", "float", "Minimum polygon area (square map units, 0 = keep all)",
               "Regions smaller than this are merged into their neighbours before polygonising "
               "(0 = keep all): square map units in QGIS, the unit of --min-area-unit on the "
-              "command line.", minimum=0.0, maximum=1e12, decimals=6, cli="--min-area",
+              "command line.", minimum=0.0, maximum=1e12, special="keep all", cli="--min-area",
               processing="MIN_AREA", dock=True),
     RunOption("min_area_unit", "choice", "Unit of the minimum area",
               "Unit of --min-area: pixels or square map units.", choices=("pixels", "map"),
@@ -165,7 +165,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("pixel_size", "float", "Pixel size (layer units, 0 = native resolution)",
               "Resample the layer to this pixel size (layer units) before segmenting; 0 = "
               "native. Web layers (XYZ/WMS) use their finest native resolution.", field=None,
-              default=0.0, minimum=0.0, maximum=1e9, decimals=6, processing="PIXEL_SIZE",
+              default=0.0, minimum=0.0, maximum=1e9, special="native", decimals=6,
+              processing="PIXEL_SIZE",
               dock=True, advanced=True),
     RunOption("min_overlap", "int", "Minimum overlap of neighbouring patches (pixels)",
               "Minimum overlap of neighbouring patches in pixels; must stay below the model's "
