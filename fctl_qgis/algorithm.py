@@ -124,7 +124,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if out_vector:
             _check_extension(out_vector, (".gpkg",), "polygon output", "GeoPackage")
         try:
-            source, reader = reader_for_layer(layer, rect, values["pixel_size"] or None)
+            source, reader = reader_for_layer(layer, rect, values["pixel_size"], card.gsd)
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
         self._card, self._reader = card, reader
@@ -167,9 +167,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"Grid: {result.width} x {result.height} px, {result.grid[0]} x "
                           f"{result.grid[1]} patches ({result.patches} in all)")
         feedback.pushInfo(f"Time: {result.seconds:.1f} s")
+        from model_core.ground import format_area
+
+        feedback.pushInfo(f"Processing: {result.processing}")
         names = {c.id: c.name for c in card.classes}
         for cid, area in sorted(result.class_areas.items()):
-            feedback.pushInfo(f"  {names.get(cid, cid)}: {area:.1f} square map units")
+            text = format_area(area) if result.area_unit == "m2" else f"{area:,.0f} pixels"
+            feedback.pushInfo(f"  {names.get(cid, cid)}: {text}")
 
         legend = legend_from_card(card)
         for dest, name in ((options.output, RASTER_NAME), (options.vector, VECTOR_NAME)):

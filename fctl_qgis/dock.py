@@ -278,7 +278,8 @@ class FCtLDock(QDockWidget):
         if extent is None and use_area:
             extent = self.area_extent()
         values = {**self.run_options.values(), **qgis_values(), "model": self.model_path()}
-        source, reader = reader_for_layer(layer, extent, values["pixel_size"] or None)
+        source, reader = reader_for_layer(layer, extent, values["pixel_size"],
+                                          self.card.gsd if self.card else None)
         folder = Path(self.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{_safe(layer.name())}_fctl_{time.strftime('%Y%m%d_%H%M%S')}"

@@ -185,17 +185,70 @@ def gdal_path(layer: QgsRasterLayer) -> str | None:
     return source if ds is not None else None
 
 
-def reader_for_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
-                     pixel_size: float | None = None) -> tuple[str, WindowReader | None]:
-    """(input, reader) for :func:`model_core.inference.segment`: the GDAL path and no reader for
-    files GDAL opens at native resolution, else a :class:`ProviderReader` named after the layer.
+def _ground_m(provider, extent: QgsRectangle, units: float) -> float | None:
+    """Metres on the ground of ``units`` layer units at the centre of ``extent``."""
+    from model_core.ground import ground_of
 
+    crs = provider.crs()
+    if not crs.isValid():
+        return None
+    gt = (extent.xMinimum(), units, 0.0, extent.yMaximum(), 0.0, -units)
+    w = max(1, int(extent.width() / units))
+    h = max(1, int(extent.height() / units))
+    return ground_of(gt, crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+                     w, h).pixel_size_m
+
+
+def provider_pixel_size(layer: QgsRasterLayer, extent: QgsRectangle | None,
+                        pixel_size_m: float | str | None, model_gsd: float | None
+                        ) -> float | None:
+    """The grid pixel size (layer units) at which a provider layer is read so that the model
+    runs at ``pixel_size_m`` metres (0/None/"auto" = the model's ``gsd``; "native" = the
+    layer's), with the engine's 15 % tolerance; None = the layer's native pixel size."""
+    from model_core.inference.resolution import TOLERANCE, parse_pixel_size
+
+    want = parse_pixel_size(pixel_size_m)
+    target = model_gsd if want == "auto" else None if want == "native" else want
+    if target is None:
+        return None
+    provider = layer.dataProvider()
+    area = QgsRectangle(extent) if extent is not None and not extent.isEmpty() \
+        else QgsRectangle(provider.extent())
+    sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+    if sized:
+        native = provider.extent().width() / provider.xSize()
+    else:
+        res = [r for r in (provider.nativeResolutions() or []) if r > 0]
+        if not res:
+            return None
+        native = min(res)
+    native_m = _ground_m(provider, area, native)
+    if not native_m:
+        log.warning("the layer's pixel size on the ground is unknown (no CRS): it is read at "
+                    "its native pixel size")
+        return None
+    if want == "auto" and abs(target / native_m - 1) <= TOLERANCE:
+        return None
+    log.info("reading %s at %.3g m per pixel (native %.3g m)", layer.name(), target, native_m)
+    return native * target / native_m
+
+
+def reader_for_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
+                     pixel_size: float | None = None, model_gsd: float | None = None
+                     ) -> tuple[str, WindowReader | None]:
+    """(input, reader) for :func:`model_core.inference.segment`: the GDAL path and no reader for
+    files GDAL opens (the engine then reads them at the processing pixel size itself), else a
+    :class:`ProviderReader` named after the layer, at the processing pixel size.
+
+    ``pixel_size`` is the processing pixel size in metres (0/None = the model's, ``model_gsd``).
     ``extent`` (layer CRS) bounds the reader's grid only for providers without a pixel size
     (XYZ, WMS), whose own extent is the whole world.
     """
-    path = gdal_path(layer) if not pixel_size else None
+    path = gdal_path(layer)
     if path is not None:
         return path, None
     provider = layer.dataProvider()
     sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
-    return layer.name(), ProviderReader(layer, None if sized else extent, pixel_size)
+    units = provider_pixel_size(layer, extent, pixel_size, model_gsd)
+    return layer.name(), ProviderReader(layer, None if sized and units is None else extent,
+                                        units)

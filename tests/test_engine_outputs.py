@@ -84,7 +84,8 @@ def test_sieve_raster_and_nodata_skipped(tmp_path):
     src = write_geotiff(tmp_path / "in.tif", img, nodata=255, epsg=None)
     model, card = modulo_model(K, patch_size=32)
     res = segment(SegmentOptions(str(src), str(tmp_path / "o.tif"), vector=str(tmp_path / "o.gpkg"),
-                                 min_area=5, sieve_raster=True, min_overlap=8, device="cpu"),
+                                 min_area=5, min_area_unit="pixels", sieve_raster=True,
+                                 min_overlap=8, device="cpu"),
                   model=model, card=card)
     out = gdal.Open(str(tmp_path / "o.tif")).ReadAsArray()
     assert (out[:16] == NODATA).all()

@@ -94,7 +94,7 @@ def test_run_adds_styled_results_in_a_group(dock, tmp_path):
     assert dock.run()
     opts = dock.task.options
     assert not opts.shared_context and opts.min_overlap == 40 and opts.bands == [3, 2, 1]
-    assert opts.min_area == 25.0 and opts.min_area_unit == "map"
+    assert opts.min_area == 25.0 and opts.min_area_unit == "m2"   # square metres by default
     assert _wait(dock).ok, dock.last_outcome.error
 
 

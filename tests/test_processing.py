@@ -127,10 +127,16 @@ def test_extent_in_another_crs_is_reprojected(tmp_path, tiny_model, provider):
 def test_bands_and_pixel_size(tmp_path, tiny_model, provider):
     raster = make_rgb(tmp_path / "in.tif", size=160)
     res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "BANDS": [3, 2, 1],
-                "PIXEL_SIZE": 1.0, "OUTPUT_RASTER": str(tmp_path / "c.tif")})
+                "PIXEL_SIZE": 1.0, "OUTPUT_GRID": 1, "OUTPUT_RASTER": str(tmp_path / "c.tif")})
     ds = gdal.Open(res["OUTPUT_RASTER"])
     assert (ds.RasterXSize, ds.RasterYSize) == (80, 80)     # 0.5 m pixels resampled to 1 m
     assert ds.GetGeoTransform()[1] == pytest.approx(1.0)
+    assert ds.GetMetadataItem("FCTL_PROCESSING_PIXEL_SIZE_M") == "1"
+    res = _run({"INPUT": str(raster), "MODEL": str(tiny_model), "PIXEL_SIZE": 1.0,
+                "OUTPUT_RASTER": str(tmp_path / "c_input.tif")})
+    ds = gdal.Open(res["OUTPUT_RASTER"])                   # default: on the input's grid
+    assert (ds.RasterXSize, ds.RasterYSize) == (160, 160)
+    assert ds.GetGeoTransform()[1] == pytest.approx(0.5)
     with pytest.raises(QgsProcessingException, match="band"):
         _run({"INPUT": str(raster), "MODEL": str(tiny_model), "BANDS": [1, 2, 5],
               "OUTPUT_RASTER": str(tmp_path / "d.tif")})

@@ -170,7 +170,7 @@ def test_processing_reads_the_tables_defaults_back(algorithm):
     assert set(values) >= {"device", "batch_size", "tta", "exact_context", "min_area",
                            "pixel_size", "bands", "model"}
     opts = segment_options({**values, **qgis_values()}, input="a", output="b")
-    assert opts == SegmentOptions("a", "b", min_area_unit="map")
+    assert opts == SegmentOptions("a", "b")   # QGIS: the engine's defaults (m2 areas)
     values = read_values(algorithm, {"EXACT_CONTEXT": True, "DEVICE": 1, "BANDS": [3, 2, 1],
                                      "SHARED_CONTEXT": True}, context)
     assert values["exact_context"] and values["device"] == "cpu" and values["bands"] == [3, 2, 1]

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from ..ground import format_area
 from .option_table import NUMBER_LISTS, SCALARS, cli_options, parse_numbers, segment_options
 from .options import Cancelled, SegmentOptions
 
@@ -31,7 +32,7 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
         elif opt.kind in NUMBER_LISTS:
             kw.update(nargs="+", metavar=opt.metavar)
         elif opt.kind in ("int", "float"):
-            kw.update(type=SCALARS[opt.kind], default=opt.default)
+            kw.update(type=opt.cli_type or SCALARS[opt.kind], default=opt.default)
             if opt.metavar:
                 kw["metavar"] = opt.metavar
         elif opt.kind == "choice":
@@ -137,10 +138,13 @@ def _run(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s ({result.seconds / max(mpx, 1e-9):.2f} s/Mpx)")
     if result.vector:
         print(f"polygons: {result.vector}")
+    print(f"processing: {result.processing}")
     total = sum(result.class_pixels.values()) or 1
     for cid, n in result.class_pixels.items():
+        area = result.class_areas.get(cid, 0.0)
+        where = format_area(area) if result.area_unit == "m2" else f"{area:,.0f} px"
         print(f"  {cid:3d} {result.class_names.get(cid, ''):<20} {100 * n / total:6.2f}%  "
-              f"{result.class_areas.get(cid, 0.0):.6g}")
+              f"{where}")
     return 0
 
 

@@ -27,10 +27,12 @@ from .merge import StreamingMerger
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
 from .patches import PatchSource
 from .plan import make_plan, resolve_window, window_geotransform
-from .polygons import is_projected, pixel_area, polygonize, sieve
-from .predict import Predictor, resolve_device
+from ..ground import ground_of
+from .polygons import pixel_area, polygonize, sieve
+from .predict import Predictor, resolve_device, resolve_precision
 from .protocol import check_model
 from .reader import GdalReader, WindowReader
+from .resolution import Resolution, close_vrt, open_vrt, plan_resolution, to_input_grid
 from .writers import NODATA, ClassRasterWriter, part_path, remove_quietly
 
 log = logging.getLogger(__name__)
@@ -66,29 +68,51 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
     own_reader = reader is None
     if own_reader:
         reader = GdalReader(options.input)
+    res = None
     try:
         _check_outputs(options, reader)
-        window = resolve_window((reader.width, reader.height), reader.geotransform,
-                                options.extent, options.window)
         device = resolve_device(options.device)
         model, card = _model(options, model, card, device)
+        if own_reader:
+            res = plan_resolution(options.input, reader.width, reader.height,
+                                  reader.geotransform if reader.has_geotransform else None,
+                                  reader.crs_wkt, getattr(options, "pixel_size", "auto"),
+                                  card.gsd)
+            log.info("processing resolution: %s", res.reason)
+            if res.target_m is not None:
+                open_vrt(options.input, res, reader.overviews)
+                native_reader, reader = reader, GdalReader(res.vrt, overviews=True)
+                native_reader.close()
+        window = resolve_window((reader.width, reader.height), reader.geotransform,
+                                options.extent, _scaled_window(options.window, res))
         bands = resolve_bands(options.bands, card.bands, reader.band_count,
                               model.config.in_chans)
         scale = _scale(options.scale, card, reader)
         if cancelled():
             raise Cancelled("segmentation cancelled before it started")
         return _run(options, reader, window, model, card, bands, scale, device, report,
-                    cancelled, t0)
+                    cancelled, t0, res)
     finally:
         if own_reader:
             reader.close()
+        if res is not None:
+            close_vrt(res)
+
+
+def _scaled_window(window, res: Resolution | None):
+    """A pixel window of the input raster on the processing grid."""
+    if window is None or res is None or not res.resampled:
+        return window
+    f = res.factor
+    x, y, w, h = window
+    return (int(x / f), int(y / f), max(1, round(w / f)), max(1, round(h / f)))
 
 
 # --------------------------------------------------------------------------- the run
 def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, int, int],
          model: torch.nn.Module, card: ModelCard, bands: list[int],
          scale: tuple[float, float], device: torch.device, report: ProgressFn,
-         cancelled: CancelFn, t0: float) -> SegmentResult:
+         cancelled: CancelFn, t0: float, res: Resolution | None = None) -> SegmentResult:
     cfg = model.config
     k = int(cfg.num_classes)
     p = int(cfg.patch_size)
@@ -96,13 +120,15 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                      options.min_overlap)
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
     source = PatchSource(reader, bands, scale, p, streams)
-    predictor = Predictor(model, device, options.tta, compile=options.compile)
+    amp = resolve_precision(getattr(options, "precision", "auto"), device)
+    predictor = Predictor(model, device, options.tta, amp=amp)
     wx, wy, ww, wh = window
     has_gt = getattr(reader, "has_geotransform", True)
     gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None
     log.info("segmenting %d x %d px of %s: %d x %d patches of %d px (%d to run), contexts %s, "
-             "device %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
-             streams or "none", device, ", TTA x8" if options.tta else "")
+             "device %s, %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
+             streams or "none", device, "bf16" if amp else "fp32",
+             ", TTA x8" if options.tta else "")
     if options.shared_context:
         _share_contexts(plan, source, predictor)
 
@@ -125,7 +151,8 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
         writer.close()
         class_pixels = merger.class_pixels
         raster_tmp = writer.tmp
-        threshold = _sieve_pixels(options, gt)
+        ground = ground_of(gt, reader.crs_wkt, ww, wh)
+        threshold = _sieve_pixels(options, gt, ground)
         if options.sieve_raster and threshold > 1:
             report(end, f"sieving regions under {threshold} px")
             sieve(raster_tmp, None, threshold, is_cancelled=cancelled)
@@ -143,6 +170,15 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                            progress=lambda f: report(end + 0.05 + 0.09 * f, "polygonising"),
                            is_cancelled=cancelled)
             log.info("%d polygons", n)
+        out_size, out_gt = (ww, wh), gt
+        if res is not None and res.resampled and \
+                getattr(options, "output_grid", "input") == "input":
+            report(0.99, "writing the labels on the input's grid")
+            bounds = (gt[0], gt[3] + wh * gt[5], gt[0] + ww * gt[1], gt[3])
+            w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, bounds)
+            out_size = (w, h)
+            class_pixels = _histogram(raster_tmp, k)
+        _stamp(raster_tmp, res, ground)
         if cancelled():
             raise Cancelled("segmentation cancelled")
         if options.vector:
@@ -162,13 +198,15 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
             remove_quietly(sieve_tmp)
     report(1.0, "done")
 
-    projected = is_projected(reader.crs_wkt)
-    area = pixel_area(gt) if projected else 1.0
+    out_ground = ground_of(out_gt, reader.crs_wkt, *out_size)
+    area = out_ground.pixel_area_m2 if out_ground.known else 1.0
     by_id = card.class_by_id()
     ids = sorted(set(by_id) | {i for i in range(k) if class_pixels[i]})
     return SegmentResult(
         output=str(output), vector=str(options.vector) if options.vector else None,
-        width=ww, height=wh, grid=plan.grid, patches=len(plan.patches), device=str(device),
+        width=out_size[0], height=out_size[1], grid=plan.grid, patches=len(plan.patches),
+        device=str(device), area_unit="m2" if out_ground.known else "pixels",
+        processing=res.reason if res is not None else "native resolution (reader given)",
         seconds=time.perf_counter() - t0,
         class_pixels={i: int(class_pixels[i]) for i in ids},
         class_areas={i: float(class_pixels[i]) * area for i in ids},
@@ -299,8 +337,8 @@ def _check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
             raise ValueError(f"polygons are written as a GeoPackage: give a .gpkg path, not "
                              f"{options.vector}")
         _check_folder(options.vector, "polygon output")
-    if options.min_area_unit not in ("pixels", "map"):
-        raise ValueError(f"min_area_unit must be 'pixels' or 'map', got "
+    if options.min_area_unit not in ("m2", "pixels", "map"):
+        raise ValueError(f"min_area_unit must be 'm2', 'pixels' or 'map', got "
                          f"{options.min_area_unit!r}")
     if options.min_area < 0:
         raise ValueError(f"min_area must be >= 0, got {options.min_area}")
@@ -316,12 +354,35 @@ def _check_folder(path: str, what: str) -> None:
                               "path")
 
 
-def _sieve_pixels(options: SegmentOptions, gt) -> int:
+def _sieve_pixels(options: SegmentOptions, gt, ground) -> int:
+    """The minimum area in pixels of the processing grid."""
     if options.min_area <= 0:
         return 0
+    if options.min_area_unit == "m2":
+        if not ground.known:
+            raise ValueError(f"a minimum area in square metres needs a georeferenced raster "
+                             f"with a CRS, which {options.input} is not: give the minimum "
+                             "area in pixels (--min-area-unit pixels)")
+        return int(np.ceil(options.min_area / ground.pixel_area_m2))
     if options.min_area_unit == "map":
         return int(np.ceil(options.min_area / pixel_area(gt)))
     return int(np.ceil(options.min_area))
+
+
+def _stamp(path: Path, res: Resolution | None, ground) -> None:
+    """Record the processing resolution in the output's metadata."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    if ds is None:
+        return
+    md = {"FCTL_PROCESSING": res.reason if res is not None else "native resolution"}
+    if ground.pixel_size_m:
+        md["FCTL_PROCESSING_PIXEL_SIZE_M"] = f"{ground.pixel_size_m:.6g}"
+    if res is not None and res.raster_m:
+        md["FCTL_INPUT_PIXEL_SIZE_M"] = f"{res.raster_m:.6g}"
+    ds.SetMetadata({**(ds.GetMetadata() or {}), **md})
+    ds = None
 
 
 def _histogram(path: Path, k: int) -> np.ndarray:

@@ -55,6 +55,8 @@ class RunOption:
         advanced: under "Advanced" in the Processing dialog and the dock.
         qgis_value: value the QGIS front ends always pass (the option is not offered there).
         old_cli, old_processing: former spellings, still accepted and ignored (deprecated).
+        cli_type: the command line's parser of the value, when it takes more than the kind
+            (``--pixel-size native``).
     """
 
     name: str
@@ -77,6 +79,7 @@ class RunOption:
     qgis_value: Any = _UNSET
     old_cli: tuple[str, ...] = ()
     old_processing: tuple[str, ...] = ()
+    cli_type: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -117,6 +120,14 @@ _CONTEXT_HELP = (
     "slower on large rasters; labels differ in about 1 % of pixels (same accuracy on "
     "DeepGlobe).")
 
+def _cli_pixel_size(value: str) -> float | str:
+    """``auto`` (0), ``native`` or metres, for ``--pixel-size``."""
+    from .resolution import parse_pixel_size
+
+    v = parse_pixel_size(value)
+    return 0.0 if v == "auto" else v
+
+
 # Order = the Processing dialog's order (outputs last) and the dock's.
 RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("input", "raster", "Input raster",
@@ -143,6 +154,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "contexts (their context fusion runs faster in batches), 1 for models without.",
               minimum=0, maximum=256, special="auto", cli="--batch-size",
               processing="BATCH_SIZE", dock=True),
+    RunOption("precision", "choice", "Precision",
+              "Number format of the network: auto = bfloat16 where the device computes it "
+              "natively (GPUs since Ampere, CPUs with AVX512-BF16 or AMX: about 2x faster on "
+              "such CPUs, labels measured against fp32 in the README), else float32; fp32; "
+              "bf16.", choices=("auto", "fp32", "bf16"), cli="--precision",
+              processing="PRECISION", dock=True, advanced=True),
     RunOption("tta", "bool", "Test-time augmentation (8x slower)",
               "Test-time augmentation: average the predictions of flips x 90-degree rotations "
               "(8 passes, 8x slower).", cli="--tta", processing="TTA", dock=True),
@@ -150,24 +167,34 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               _CONTEXT_HELP, field="shared_context", negate=True,
               cli="--exact-context", processing="EXACT_CONTEXT", dock=True, advanced=True,
               old_cli=("--shared-context",), old_processing=("SHARED_CONTEXT",)),
-    RunOption("min_area", "float", "Minimum polygon area (square map units, 0 = keep all)",
+    RunOption("min_area", "float", "Minimum polygon area (m², 0 = keep all)",
               "Regions smaller than this are merged into their neighbours before polygonising "
-              "(0 = keep all): square map units in QGIS, the unit of --min-area-unit on the "
-              "command line.", minimum=0.0, maximum=1e12, special="keep all", cli="--min-area",
-              processing="MIN_AREA", dock=True),
+              "(0 = keep all): square metres on the ground in any CRS (geographic ones "
+              "included), or the unit chosen as the minimum area's unit.", minimum=0.0,
+              maximum=1e12, special="keep all", cli="--min-area", processing="MIN_AREA",
+              dock=True),
     RunOption("min_area_unit", "choice", "Unit of the minimum area",
-              "Unit of --min-area: pixels or square map units.", choices=("pixels", "map"),
-              cli="--min-area-unit", qgis_value="map"),
+              "Unit of the minimum area: m2 (square metres on the ground), pixels, or map "
+              "(square units of the raster's CRS).", choices=("m2", "pixels", "map"),
+              cli="--min-area-unit", processing="MIN_AREA_UNIT", dock=True, advanced=True),
     RunOption("sieve_raster", "bool", "Apply the minimum area to the class raster too",
               "Also merge the regions under the minimum area in the class raster (by default "
               "only the polygons are sieved).", cli="--sieve-raster",
               processing="SIEVE_RASTER", dock=True, advanced=True),
-    RunOption("pixel_size", "float", "Pixel size (layer units, 0 = native resolution)",
-              "Resample the layer to this pixel size (layer units) before segmenting; 0 = "
-              "native. Web layers (XYZ/WMS) use their finest native resolution.", field=None,
-              default=0.0, minimum=0.0, maximum=1e9, special="native", decimals=6,
-              processing="PIXEL_SIZE",
-              dock=True, advanced=True),
+    RunOption("pixel_size", "float", "Processing pixel size (m, 0 = the model's)",
+              "Pixel size in metres at which the model runs. 0 = automatic: the model's own "
+              "(its card's training pixel size) when the raster's differs from it by more than "
+              "15 %, so that 10 cm orthophotos and 1 m imagery are seen at the scale the model "
+              "learnt; on the command line also 'native' (the raster's own pixel size). Web "
+              "layers (XYZ/WMS) are fetched at that pixel size.", minimum=0.0, maximum=1e6,
+              special="the model's", decimals=3, cli="--pixel-size", metavar="auto|native|M",
+              cli_type=_cli_pixel_size, processing="PIXEL_SIZE", dock=True),
+    RunOption("output_grid", "choice", "Grid of the class raster",
+              "Where the class raster lies when the model ran at another pixel size than the "
+              "raster's: input = on the input raster's own grid, pixel for pixel (nearest "
+              "neighbour); processing = on the grid the model ran on. Polygons come from the "
+              "processing grid.", choices=("input", "processing"), cli="--output-grid",
+              processing="OUTPUT_GRID", dock=True, advanced=True),
     RunOption("min_overlap", "int", "Minimum overlap of neighbouring patches (pixels)",
               "Minimum overlap of neighbouring patches in pixels; must stay below the model's "
               "patch size.", minimum=0, maximum=100000, cli="--min-overlap",
@@ -189,9 +216,6 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("no_prefetch", "bool", "Do not prefetch",
               "Do not read the next batch in a background thread.", field="prefetch",
               negate=True, cli="--no-prefetch"),
-    # torch.compile needs triton, which crashes QGIS (the plugin hides it): command line only
-    RunOption("compile", "bool", "Compile the network",
-              "Compile the network with torch.compile (CUDA, large rasters).", cli="--compile"),
     RunOption("output", "output", "Classes",
               "Classified GeoTIFF to write (uint8 class ids, colour table, 255 = nodata).",
               cli="output", processing="OUTPUT_RASTER"),

@@ -32,7 +32,15 @@ class SegmentOptions:
         bands: 1-based bands fed to the network; None = the model's.
         scale: (lo, hi) raw range mapped to [0, 1]; None = the model's.
         min_area: sieve threshold for the polygons (and the raster when ``sieve_raster``).
-        min_area_unit: "pixels" or "map" (square map units of the raster's CRS).
+        min_area_unit: "m2" (square metres on the ground, any CRS), "pixels" or "map" (square
+            map units of the raster's CRS).
+        pixel_size: the processing pixel size in metres (:mod:`.resolution`): 0 = auto, the
+            model card's ``gsd`` when the raster's differs by more than 15 %; "native" = the
+            raster's own; a number = that size.
+        output_grid: "input" (labels on the input raster's grid, the default) or "processing"
+            (on the grid the model ran on); the same unless the raster was resampled.
+        precision: "auto" (bf16 where the device computes it natively, else fp32), "fp32" or
+            "bf16" (:func:`.predict.resolve_precision`).
         min_overlap: minimum overlap of neighbouring patches in pixels.
         layer_name: name of the polygon layer in the GeoPackage.
         memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
@@ -41,7 +49,6 @@ class SegmentOptions:
         read_workers: threads reading batches ahead in parallel (each with its own handle on the
             raster); 0 = auto: 1 on CPU, where the reads share the cores with the network, and
             up to 4 next to a GPU, where one thread cannot read as fast as the GPU runs.
-        compile: run the network through ``torch.compile`` (worth it on CUDA for large rasters).
         shared_context: encode the medium (and any non-global large) context once per raster
             area and sample each patch's features from that map instead of encoding every
             patch's context window (:mod:`.context_map`): about half the network time of FCtL,
@@ -64,15 +71,17 @@ class SegmentOptions:
     bands: list[int] | None = None
     scale: tuple[float, float] | None = None
     min_area: float = 0.0
-    min_area_unit: str = "pixels"
+    min_area_unit: str = "m2"
     sieve_raster: bool = False
     min_overlap: int = 50
     layer_name: str = "classes"
     memory_mb: float = 1024.0
     prefetch: bool = True
     read_workers: int = 0
-    compile: bool = False
     shared_context: bool = True
+    pixel_size: float | str = 0.0
+    output_grid: str = "input"
+    precision: str = "auto"
 
 
 @dataclass
@@ -88,9 +97,11 @@ class SegmentResult:
     device: str
     seconds: float
     class_pixels: dict[int, int] = field(default_factory=dict)
-    # map units^2 when the CRS is projected, else pixels (no CRS, or degrees)
+    # square metres on the ground in every CRS (area_unit "m2"), pixels without a CRS
     class_areas: dict[int, float] = field(default_factory=dict)
     class_names: dict[int, str] = field(default_factory=dict)
     class_colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     window: tuple[int, int, int, int] = (0, 0, 0, 0)   # processed (xoff, yoff, xsize, ysize)
     nodata: int = 255                                   # output value of nodata input pixels
+    area_unit: str = "m2"                               # of class_areas: "m2" or "pixels"
+    processing: str = ""                                # the processing resolution, in words

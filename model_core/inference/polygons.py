@@ -1,8 +1,9 @@
 """Class polygons: GDAL sieve (minimum area) then polygonise to a GeoPackage layer.
 
-Fields: ``class_id`` (int), ``class_name`` (str), ``area`` (real): square map units when the
-raster's CRS is projected, pixels otherwise (no CRS, or a geographic CRS whose square degrees
-mean nothing); the layer's description says which. Nodata pixels get no polygon; invalid
+Fields: ``class_id`` (int), ``class_name`` (str), ``area`` (real): square metres on the ground
+in every CRS (planar in projected CRSs, whatever their unit; on the ellipsoid in geographic ones,
+:mod:`model_core.ground`), pixels only for rasters without a CRS; the layer's description says
+which. Nodata pixels get no polygon; invalid
 geometries are repaired with MakeValid. Both passes stream through GDAL (scanline algorithms),
 so memory grows with the number of polygons, not with the raster.
 """
@@ -114,11 +115,17 @@ def _polygonize_into(ds, out, layer_name: str, classes: Sequence[ClassInfo],
                      progress: ProgressFn | None, is_cancelled: CancelFn | None) -> int:
     from osgeo import gdal, ogr, osr
 
+    from ..ground import ground_of
+
     band = ds.GetRasterBand(1)
     wkt = ds.GetProjection()
-    projected = is_projected(wkt)
-    per_px = 1.0 if projected else pixel_area(ds.GetGeoTransform(can_return_null=True))
-    unit = "square map units" if projected else "pixels"
+    gt = ds.GetGeoTransform(can_return_null=True)
+    ground = ground_of(gt, wkt, ds.RasterXSize, ds.RasterYSize)
+    if ground.known:
+        area_of, unit = ground.area_transform(), "square metres"
+    else:
+        per_px = pixel_area(gt)
+        area_of, unit = (lambda g: g.GetArea() / per_px), "pixels"
     srs = None
     if wkt:
         srs = osr.SpatialReference()
@@ -167,7 +174,7 @@ def _polygonize_into(ds, out, layer_name: str, classes: Sequence[ClassInfo],
                 f = feat if i == 0 else ogr.Feature(layer.GetLayerDefn())
                 f.SetField("class_id", cid)
                 f.SetField("class_name", names.get(cid, f"class {cid}"))
-                f.SetField("area", piece.GetArea() / per_px)
+                f.SetField("area", area_of(piece))
                 f.SetGeometry(piece)
                 if i == 0:
                     layer.SetFeature(f)

@@ -154,6 +154,17 @@ def run_train(args: argparse.Namespace) -> int:
     if not train_images:
         raise ValueError("no training images: give --train-ids (or --image/--labels)")
     val_images = load_split(args, "val")
+    if args.train_pixel_size:
+        from .datasets import data_gsd, resample_images
+
+        gsd = data_gsd(args)
+        if not gsd:
+            raise ValueError("--train-pixel-size needs the data's own pixel size: give --gsd "
+                             "(the images have no georeferencing)")
+        log.info("resampling the images from %g m to %g m per pixel", gsd,
+                 args.train_pixel_size)
+        train_images = resample_images(train_images, gsd, args.train_pixel_size)
+        val_images = resample_images(val_images, gsd, args.train_pixel_size)
     info = data_info(args, train_images)
     num_classes = max(c[0] for c in info.classes) + 1
     config = build_config(args, num_classes, train_images[0].image.shape[0])

@@ -55,7 +55,14 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="label value excluded from loss and metrics (deepglobe: 0)")
     g.add_argument("--bands", help="1-based input bands, e.g. 1,2,3 (raster layout)")
     g.add_argument("--scale", help="raw range mapped to [0,1], lo,hi (default 0,255)")
-    g.add_argument("--gsd", type=float, help="ground sample distance of the data in metres")
+    g.add_argument("--gsd", type=float,
+                   help="pixel size of the data in metres (default: DeepGlobe 0.5, Inria 0.3, "
+                        "rasters: from their georeferencing); recorded in the model's card")
+    g.add_argument("--train-pixel-size", type=float, metavar="M",
+                   help="resample the training and validation images to this pixel size in "
+                        "metres first (area average when coarser, cubic when finer; labels "
+                        "nearest), to train a model for imagery of another resolution; the card "
+                        "records M")
 
 
 def load_split(args: argparse.Namespace, which: str) -> list[LabelledImage]:
@@ -86,15 +93,57 @@ def load_split(args: argparse.Namespace, which: str) -> list[LabelledImage]:
             for i, lab in zip(images, labels)]
 
 
+def data_gsd(args: argparse.Namespace) -> float | None:
+    """The data's pixel size in metres: --gsd, the layout's, or the first raster's."""
+    if args.gsd:
+        return args.gsd
+    if args.layout == "deepglobe":
+        return 0.5
+    if args.layout == "inria":
+        return 0.3
+    if args.image:
+        from ..ground import ground_of
+        from ..inference.reader import GdalReader
+
+        with GdalReader(args.image[0]) as r:
+            gt = r.geotransform if r.has_geotransform else None
+            return ground_of(gt, r.crs_wkt, r.width, r.height).pixel_size_m
+    return None
+
+
+def resample_images(images: list[LabelledImage], from_m: float, to_m: float
+                    ) -> list[LabelledImage]:
+    """Images (and labels) resampled from ``from_m`` to ``to_m`` metres per pixel with GDAL, as
+    the engine resamples rasters: average when coarser, cubic when finer, labels nearest."""
+    from osgeo import gdal, gdal_array
+
+    def warp(arr, w, h, alg):
+        c = arr.shape[0]
+        src = gdal.GetDriverByName("MEM").Create(
+            "", arr.shape[2], arr.shape[1], c, gdal_array.NumericTypeCodeToGDALTypeCode(arr.dtype))
+        for b in range(c):
+            src.GetRasterBand(b + 1).WriteArray(arr[b])
+        out = gdal.Translate("", src, format="MEM", width=w, height=h, resampleAlg=alg)
+        return out.ReadAsArray().reshape(c, h, w)
+
+    alg = "average" if to_m > from_m else "cubic"
+    out = []
+    for im in images:
+        w, h = (max(1, round(v * from_m / to_m)) for v in im.size)
+        out.append(LabelledImage(im.id, warp(im.image, w, h, alg),
+                                 warp(im.label[None], w, h, "near")[0]))
+    return out
+
+
 def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo:
     scale = tuple(float(v) for v in args.scale.split(",")) if args.scale else (0.0, 255.0)
     if args.layout == "deepglobe":
         ignore = DEEPGLOBE_IGNORE if args.ignore_index is None else args.ignore_index
-        return DataInfo(DEEPGLOBE_CLASSES, ignore, [1, 2, 3], scale, args.gsd or 0.5,
+        return DataInfo(DEEPGLOBE_CLASSES, ignore, [1, 2, 3], scale, _gsd(args),
                         name="FCtL DeepGlobe land cover",
                         description="DeepGlobe Land Cover classes (unknown is ignored)")
     if args.layout == "inria":
-        return DataInfo(INRIA_CLASSES, args.ignore_index, [1, 2, 3], scale, args.gsd or 0.3,
+        return DataInfo(INRIA_CLASSES, args.ignore_index, [1, 2, 3], scale, _gsd(args),
                         name="FCtL Inria buildings")
     if args.classes:
         classes = parse_classes(args.classes)
@@ -105,4 +154,9 @@ def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo
                    for c in found]
     bands = [int(b) for b in args.bands.split(",")] if args.bands else \
         list(range(1, images[0].image.shape[0] + 1))
-    return DataInfo(classes, args.ignore_index, bands, scale, args.gsd)
+    return DataInfo(classes, args.ignore_index, bands, scale, _gsd(args))
+
+
+def _gsd(args: argparse.Namespace) -> float | None:
+    """The card's pixel size: the training pixel size when the images were resampled."""
+    return getattr(args, "train_pixel_size", None) or data_gsd(args)

@@ -36,7 +36,7 @@ class EvalItem:
 
 def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "auto",
                  batch_size: int = 4, workdir: str | Path | None = None,
-                 shared_context: bool = True) -> np.ndarray:
+                 shared_context: bool = True, precision: str = "auto") -> np.ndarray:
     """Class ids of ``image`` as the streaming engine writes them (read back from its GeoTIFF)."""
     from osgeo import gdal
 
@@ -46,7 +46,8 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         out = str(Path(tmp) / "classes.tif")
         opts = SegmentOptions(input=str(image), output=out, device=device, tta=tta,
-                              batch_size=batch_size, shared_context=shared_context)
+                              batch_size=batch_size, shared_context=shared_context,
+                              precision=precision)
         segment(opts, model=model, card=card)
         ds = gdal.Open(out)
         arr = ds.GetRasterBand(1).ReadAsArray()
@@ -56,7 +57,7 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
 
 def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Sequence[bool] = (False, True),
              device: str = "auto", batch_size: int = 4, model=None, card: ModelCard | None = None,
-             shared_context: bool = True) -> dict[str, Any]:
+             shared_context: bool = True, precision: str = "auto") -> dict[str, Any]:
     """Scores of a model on ``items`` for each TTA mode: {"no_tta": {...}, "tta": {...}}."""
     if model is None:
         model, card = load_checkpoint(model_path, "cpu")
@@ -70,7 +71,7 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
         t0 = time.time()
         for it in items:
             pred = segment_file(it.image, model, card, tta, device, batch_size,
-                                shared_context=shared_context)
+                                shared_context=shared_context, precision=precision)
             if pred.shape != it.label.shape:
                 raise ValueError(f"{it.id}: prediction {pred.shape} and labels {it.label.shape} "
                                  "differ in size")
@@ -150,7 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     items = items_from_args(args)
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.tta]
     res = evaluate(args.model, items, modes, args.device, args.batch_size,
-                   shared_context=not args.exact_context)
+                   shared_context=not args.exact_context, precision=args.precision)
     print(format_results(res))
     if args.record:
         record_scores(args.model, args.record, res)
@@ -177,6 +178,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=("off", "on", "both"), default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="number format of the network, as segment --precision")
     # the same default as segment (shared medium context); --exact-context = the paper's
     p.add_argument("--exact-context", action="store_true",
                    help=option("exact_context").help.replace("%", "%%"))

@@ -26,6 +26,7 @@ from ..config import FCtLConfig
 from ..inference.predict import resolve_device
 from ..losses import FocalLoss
 from ..models import FCtL
+from ..registry import DEFAULT_ARCH, create_model
 from .data import LabelledImage
 from .metrics import Scores, confusion_matrix
 from .pretrained import init_from_checkpoint, init_pretrained
@@ -149,7 +150,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
 
-    model = FCtL(config)
+    model = create_model(DEFAULT_ARCH, config)
     n_pre = init_pretrained(model, tc.pretrained)
     init_report = init_from_checkpoint(model, tc.init_from) if tc.init_from else None
     model.to(device).train()
