@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model_core.tensor_memory import TensorMemoryTracker, peak_tensor_bytes
+from model_core.bench.memory import TensorMemoryTracker, peak_tensor_bytes
 
 MIB = 2 ** 20
 

@@ -55,8 +55,9 @@ def collect(root: Path = ROOT, default_model: Path | None = None) -> list[tuple[
     items = [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / PLUGIN, root / PLUGIN)
              if rel != "metadata.txt"]
     items.append((metadata, f"{PLUGIN}/metadata.txt"))
+    # the benchmark is a development tool: it stays in the repository
     items += [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / "model_core", root)
-              if p.suffix == ".py"]
+              if p.suffix == ".py" and not rel.startswith("model_core/bench/")]
     # the plugin needs the icons and the default model, not the repository's sample data
     items += [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / "resources" / "icons", root)]
     items.append((Path(model), f"{PLUGIN}/{DEFAULT_MODEL.as_posix()}"))
