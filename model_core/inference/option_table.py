@@ -155,10 +155,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               minimum=0, maximum=256, special="auto", cli="--batch-size",
               processing="BATCH_SIZE", dock=True),
     RunOption("precision", "choice", "Precision",
-              "Number format of the network: auto = bfloat16 where the device computes it "
-              "natively (GPUs since Ampere, CPUs with AVX512-BF16 or AMX: about 2x faster on "
-              "such CPUs, labels measured against fp32 in the README), else float32; fp32; "
-              "bf16.", choices=("auto", "fp32", "bf16"), cli="--precision",
+              "Number format of the network: auto = bfloat16 on GPUs that have it, float32 on "
+              "CPUs; bf16 on CPUs with AVX512-BF16 or AMX is about 2x faster but changes about "
+              "2 % of the labels (measured in the README); fp32; bf16.",
+              choices=("auto", "fp32", "bf16"), cli="--precision",
               processing="PRECISION", dock=True, advanced=True),
     RunOption("tta", "bool", "Test-time augmentation (8x slower)",
               "Test-time augmentation: average the predictions of flips x 90-degree rotations "

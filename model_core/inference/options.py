@@ -39,8 +39,8 @@ class SegmentOptions:
             raster's own; a number = that size.
         output_grid: "input" (labels on the input raster's grid, the default) or "processing"
             (on the grid the model ran on); the same unless the raster was resampled.
-        precision: "auto" (bf16 where the device computes it natively, else fp32), "fp32" or
-            "bf16" (:func:`.predict.resolve_precision`).
+        precision: "auto" (bf16 on CUDA GPUs that have it, fp32 on CPUs), "fp32" or "bf16"
+            (:func:`.predict.resolve_precision`).
         min_overlap: minimum overlap of neighbouring patches in pixels.
         layer_name: name of the polygon layer in the GeoPackage.
         memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
