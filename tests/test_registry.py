@@ -125,6 +125,8 @@ def test_registering_another_class_under_a_taken_name_fails(tiny_arch):
 
 
 def test_loading_info_and_bench_build_through_the_registry():
-    for module in (checkpoint, info, bench):
-        src = inspect.getsource(module)
-        assert "FCtL(" not in src and "create_model(" in src, module.__name__
+    from model_core.bench import patches, rasters
+
+    for modules in ((checkpoint,), (info,), (bench, patches, rasters)):
+        src = "".join(inspect.getsource(m) for m in modules)
+        assert "FCtL(" not in src and "create_model(" in src, modules[0].__name__
