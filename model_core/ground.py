@@ -108,21 +108,19 @@ def ground_of(geotransform: GeoTransform | None, crs_wkt: str, width: int, heigh
     def at(col: float, row: float) -> tuple[float, float]:
         return gt[0] + gt[1] * col + gt[2] * row, gt[3] + gt[4] * col + gt[5] * row
 
-    cx, cy = width / 2, height / 2
-    if srs.IsGeographic():
-        (lon, lat), to_geo = at(cx, cy), None
-    else:
+    to_geo = None
+    if srs.IsProjected():
         geo = srs.CloneGeogCS()
         geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         to_geo = osr.CoordinateTransformation(srs, geo)
-        lon, lat = to_geo.TransformPoint(*at(cx, cy))[:2]
 
     def lonlat(col: float, row: float) -> tuple[float, float]:
         x, y = at(col, row)
         return (x, y) if to_geo is None else tuple(to_geo.TransformPoint(x, y)[:2])
 
     # true pixel sides at the centre, measured on the ellipsoid over a 1-pixel step
-    c = lonlat(cx, cy)
+    cx, cy = width / 2, height / 2
+    c = lon, lat = lonlat(cx, cy)
     px = (_step_m(srs, *c, *lonlat(cx + 1, cy)), _step_m(srs, *c, *lonlat(cx, cy + 1)))
     if srs.IsProjected():
         unit = float(srs.GetLinearUnits() or 1.0)

@@ -163,11 +163,13 @@ def test_min_area_in_square_metres_on_a_geographic_raster(tmp_path):
     assert 75 < px_m2 < 90
     assert res.area_unit == "m2"
     assert res.class_areas[0] == pytest.approx(res.class_pixels[0] * px_m2)
+    nocrs = write_geotiff(tmp_path / "n.tif", img, epsg=None)
+    recording, card2 = modulo_model(K, patch_size=32, record=True)
     with pytest.raises(ValueError, match="min-area-unit pixels"):
-        nocrs = write_geotiff(tmp_path / "n.tif", img, epsg=None)
         segment(SegmentOptions(str(nocrs), str(tmp_path / "n_out.tif"), min_area=10.0,
                                min_area_unit="m2", min_overlap=8, device="cpu"),
-                       model=model, card=card)
+                model=recording, card=card2)
+    assert recording.calls == [] and not (tmp_path / "n_out.tif").exists()   # refused first
 
 
 def test_pixel_size_option_parsing():

@@ -2,7 +2,9 @@
 reviewer found passing the old tests, runs tests/test_equations.py and tests/test_model.py, and
 prints which tests catch it (every line must name at least one). Run from the repository root:
 ``.venv/bin/python tools/equation_mutations.py``."""
-import subprocess, sys, re
+import re
+import subprocess
+
 M = [
  ("focal p_t^gamma*CE", "model_core/losses.py", "loss = (1 - pt).pow(self.gamma) * ce", "loss = pt.pow(self.gamma) * ce"),
  ("focal (1-p_t)^(gamma/2)*CE", "model_core/losses.py", "loss = (1 - pt).pow(self.gamma) * ce", "loss = (1 - pt).pow(self.gamma / 2) * ce"),

@@ -76,7 +76,7 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
         if own_reader:
             res = plan_resolution(options.input, reader.width, reader.height,
                                   reader.geotransform if reader.has_geotransform else None,
-                                  reader.crs_wkt, getattr(options, "pixel_size", "auto"),
+                                  reader.crs_wkt, options.pixel_size,
                                   card.gsd)
             log.info("processing resolution: %s", res.reason)
             if res.target_m is not None:
@@ -85,6 +85,7 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
                 native_reader.close()
         window = resolve_window((reader.width, reader.height), reader.geotransform,
                                 options.extent, _scaled_window(options.window, res))
+        _check_min_area(options, reader)
         bands = resolve_bands(options.bands, card.bands, reader.band_count,
                               model.config.in_chans)
         scale = _scale(options.scale, card, reader)
@@ -120,7 +121,7 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                      options.min_overlap)
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
     source = PatchSource(reader, bands, scale, p, streams)
-    amp = resolve_precision(getattr(options, "precision", "auto"), device)
+    amp = resolve_precision(options.precision, device)
     predictor = Predictor(model, device, options.tta, amp=amp)
     wx, wy, ww, wh = window
     has_gt = getattr(reader, "has_geotransform", True)
@@ -171,8 +172,7 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                            is_cancelled=cancelled)
             log.info("%d polygons", n)
         out_size, out_gt = (ww, wh), gt
-        if res is not None and res.resampled and \
-                getattr(options, "output_grid", "input") == "input":
+        if res is not None and res.resampled and options.output_grid == "input":
             report(0.99, "writing the labels on the input's grid")
             bounds = (gt[0], gt[3] + wh * gt[5], gt[0] + ww * gt[1], gt[3])
             w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, bounds)
@@ -358,15 +358,22 @@ def _sieve_pixels(options: SegmentOptions, gt, ground) -> int:
     """The minimum area in pixels of the processing grid."""
     if options.min_area <= 0:
         return 0
-    if options.min_area_unit == "m2":
-        if not ground.known:
-            raise ValueError(f"a minimum area in square metres needs a georeferenced raster "
-                             f"with a CRS, which {options.input} is not: give the minimum "
-                             "area in pixels (--min-area-unit pixels)")
+    if options.min_area_unit == "m2":   # ground known: checked by _check_min_area
         return int(np.ceil(options.min_area / ground.pixel_area_m2))
     if options.min_area_unit == "map":
         return int(np.ceil(options.min_area / pixel_area(gt)))
     return int(np.ceil(options.min_area))
+
+
+def _check_min_area(options: SegmentOptions, reader: WindowReader) -> None:
+    """A minimum area in m^2 needs the ground: refused before the run, not after it."""
+    if options.min_area <= 0 or options.min_area_unit != "m2":
+        return
+    gt = reader.geotransform if getattr(reader, "has_geotransform", True) else None
+    if not ground_of(gt, reader.crs_wkt, reader.width, reader.height).known:
+        raise ValueError(f"a minimum area in square metres needs a georeferenced raster with a "
+                         f"CRS, which {options.input} is not: give the minimum area in pixels "
+                         "(--min-area-unit pixels)")
 
 
 def _stamp(path: Path, res: Resolution | None, ground) -> None:

@@ -38,17 +38,6 @@ def pixel_area(geotransform: Sequence[float] | None) -> float:
     return abs(gt[1] * gt[5] - gt[2] * gt[4]) or 1.0
 
 
-def is_projected(crs_wkt: str) -> bool:
-    if not crs_wkt:
-        return False
-    from osgeo import osr
-
-    srs = osr.SpatialReference()
-    if srs.ImportFromWkt(crs_wkt) != 0:
-        return False
-    return bool(srs.IsProjected() or srs.IsLocal())
-
-
 def sieve(src_path: str | Path, dst_path: str | Path | None, threshold_px: int,
           progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> None:
     """Merge regions smaller than ``threshold_px`` pixels (4-connected) into their largest
