@@ -43,3 +43,25 @@ def area_average(image: np.ndarray, out_h: int, out_w: int, integer: bool | None
         # tiny tolerance: exact means like 2.5 come out of the products as 2.4999999999999996
         out = np.sign(out) * np.floor(np.abs(out) + 0.5 + 1e-9)
     return out.astype(np.float32)
+
+
+def gdal_resize(image: np.ndarray, out_h: int, out_w: int, alg: str) -> np.ndarray:
+    """(C, H, W) ``image`` resized by GDAL with ``alg`` ("average", "cubic", "near"...), as the
+    engine's resampled reads compute it (same dtype; for training data held in memory)."""
+    from osgeo import gdal, gdal_array
+
+    c, h, w = image.shape
+    src = gdal.GetDriverByName("MEM").Create(
+        "", w, h, c, gdal_array.NumericTypeCodeToGDALTypeCode(image.dtype))
+    for b in range(c):
+        src.GetRasterBand(b + 1).WriteArray(image[b])
+    out = gdal.Translate("", src, format="MEM", width=out_w, height=out_h, resampleAlg=alg)
+    return out.ReadAsArray().reshape(c, out_h, out_w)
+
+
+def coarser_view(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` as the engine sees imagery captured ``factor`` times coarser: averaged down by
+    ``factor``, then enlarged back to its size with cubic resampling (the engine's enlarging read)."""
+    c, h, w = image.shape
+    small = gdal_resize(image, max(1, round(h / factor)), max(1, round(w / factor)), "average")
+    return gdal_resize(small, h, w, "cubic")

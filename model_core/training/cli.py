@@ -128,6 +128,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="initialise the network from this FCtL checkpoint (tensors matched by "
                         "name and shape; the rest keep their initialisation)")
     g.add_argument("--no-augment", action="store_true", help="no flips / 90-degree rotations")
+    g.add_argument("--coarser-views", metavar="F1,F2,...",
+                   help="also train on each image averaged down by these factors and enlarged "
+                        "back (cubic), as the engine reads coarser imagery (e.g. 1.25,1.5,2,3)")
+    g.add_argument("--coarser-prob", type=float, default=0.5,
+                   help="share of samples taken from a coarser view (default 0.5)")
     g.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
@@ -144,7 +149,9 @@ def train_config(args: argparse.Namespace, train_images: list | None = None) -> 
                        focal_gamma=args.focal_gamma, seed=args.seed, device=args.device,
                        amp=not args.no_amp, pretrained=args.pretrained,
                        augment=not args.no_augment, threads=args.threads,
-                       init_from=args.init_from)
+                       init_from=args.init_from,
+                       coarser=tuple(float(v) for v in args.coarser_views.split(","))
+                       if args.coarser_views else (), coarser_prob=args.coarser_prob)
 
 
 def run_train(args: argparse.Namespace) -> int:

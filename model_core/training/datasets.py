@@ -115,23 +115,14 @@ def resample_images(images: list[LabelledImage], from_m: float, to_m: float
                     ) -> list[LabelledImage]:
     """Images (and labels) resampled from ``from_m`` to ``to_m`` metres per pixel with GDAL, as
     the engine resamples rasters: average when coarser, cubic when finer, labels nearest."""
-    from osgeo import gdal, gdal_array
-
-    def warp(arr, w, h, alg):
-        c = arr.shape[0]
-        src = gdal.GetDriverByName("MEM").Create(
-            "", arr.shape[2], arr.shape[1], c, gdal_array.NumericTypeCodeToGDALTypeCode(arr.dtype))
-        for b in range(c):
-            src.GetRasterBand(b + 1).WriteArray(arr[b])
-        out = gdal.Translate("", src, format="MEM", width=w, height=h, resampleAlg=alg)
-        return out.ReadAsArray().reshape(c, h, w)
+    from ..resample import gdal_resize
 
     alg = "average" if to_m > from_m else "cubic"
     out = []
     for im in images:
         w, h = (max(1, round(v * from_m / to_m)) for v in im.size)
-        out.append(LabelledImage(im.id, warp(im.image, w, h, alg),
-                                 warp(im.label[None], w, h, "near")[0]))
+        out.append(LabelledImage(im.id, gdal_resize(im.image, h, w, alg),
+                                 gdal_resize(im.label[None], h, w, "near")[0]))
     return out
 
 

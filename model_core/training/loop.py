@@ -65,6 +65,10 @@ class TrainConfig:
     val_shared_context: bool = True
     # An FCtL checkpoint whose tensors initialise the network (matched by name and shape).
     init_from: str | None = None
+    # Coarser-capture views (factors > 1) and how often a sample comes from one: teaches the
+    # model imagery coarser than its pixel size, as the engine enlarges it.
+    coarser: tuple[float, ...] = ()
+    coarser_prob: float = 0.5
 
 
 @dataclass
@@ -178,7 +182,8 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         csv_file.unlink()
 
     sampler = RandomSampler(train_images, config, info.scale, tc.augment,
-                            seed=tc.seed + 1000 * start_epoch)
+                            seed=tc.seed + 1000 * start_epoch, coarser=tuple(tc.coarser),
+                            coarser_prob=tc.coarser_prob)
     val_dir = out / "val_images"
     val_dir.mkdir(exist_ok=True)
     base_prov = {

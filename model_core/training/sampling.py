@@ -18,7 +18,7 @@ import torch
 
 from ..config import FCtLConfig
 from ..geometry import DIHEDRAL, Window, box_in, context_window, dihedral
-from ..resample import area_average
+from ..resample import area_average, coarser_view
 from .data import LabelledImage
 
 def crop_padded(image: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -110,11 +110,18 @@ class ContextCutter:
 
 class RandomSampler:
     """Random patches (uniform position, random image, random dihedral transform) with their
-    contexts and labels; ``ignore_index`` fills label pixels outside the image."""
+    contexts and labels; ``ignore_index`` fills label pixels outside the image.
+
+    ``coarser`` lists factors of coarser capture: with probability ``coarser_prob`` a sample
+    comes from the whole image averaged down by one of them and enlarged back (cubic), which is
+    what the engine feeds the network for imagery coarser than the model's pixel size. The
+    views are made once per image; labels stay those of the sharp image.
+    """
 
     def __init__(self, images: list[LabelledImage], config: FCtLConfig,
                  scale: tuple[float, float] = (0.0, 255.0), augment: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, coarser: tuple[float, ...] = (),
+                 coarser_prob: float = 0.5) -> None:
         if not images:
             raise ValueError("no training images")
         small = [im.id for im in images if min(im.size) < config.patch_size]
@@ -125,22 +132,32 @@ class RandomSampler:
         self.cutter = ContextCutter(config, scale)
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        # The global context of every image under every transform, computed once.
-        self._global: dict[tuple[int, int, bool], torch.Tensor | None] = {}
-        for i, im in enumerate(images):
-            g = self.cutter.global_context(im.image)
-            for k, f in (DIHEDRAL if augment else ((0, False),)):
-                self._global[(i, k, f)] = None if g is None else dihedral(g, k, f).contiguous()
+        if any(f <= 1.0 for f in coarser):
+            raise ValueError(f"coarser-capture factors must be above 1, got {list(coarser)}")
+        self.coarser_prob = coarser_prob if coarser else 0.0
+        # views[i][0] is image i itself, views[i][v] its v-th coarser view
+        self.views = [[im.image] + [coarser_view(im.image, f) for f in coarser] for im in images]
+        # The global context of every view under every transform, computed once.
+        self._global: dict[tuple[int, int, int, bool], torch.Tensor | None] = {}
+        for i, views in enumerate(self.views):
+            for v, image in enumerate(views):
+                g = self.cutter.global_context(image)
+                for k, f in (DIHEDRAL if augment else ((0, False),)):
+                    self._global[(i, v, k, f)] = None if g is None else \
+                        dihedral(g, k, f).contiguous()
 
     def sample(self) -> Sample:
         i = int(self.rng.integers(len(self.images)))
         k, f = DIHEDRAL[int(self.rng.integers(8))] if self.augment else (0, False)
+        v = 0
+        if self.coarser_prob and self.rng.random() < self.coarser_prob:
+            v = 1 + int(self.rng.integers(len(self.views[i]) - 1))
         im = self.images[i]
-        img, lab = dihedral(im.image, k, f), dihedral(im.label, k, f)
+        img, lab = dihedral(self.views[i][v], k, f), dihedral(im.label, k, f)
         P = self.cutter.size
         H, W = lab.shape
         x, y = int(self.rng.integers(0, W - P + 1)), int(self.rng.integers(0, H - P + 1))
-        return self.cutter.cut(img, Window(x, y, P, P), lab, self._global[(i, k, f)])
+        return self.cutter.cut(img, Window(x, y, P, P), lab, self._global[(i, v, k, f)])
 
     def batch(self, n: int) -> Sample:
         return collate([self.sample() for _ in range(n)])
