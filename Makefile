@@ -34,7 +34,7 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup
-	$(PY) -m model_core.demo
+	$(PY) tools/demo.py
 
 bench: setup
 	$(PY) -m model_core bench --out bench

@@ -1,7 +1,8 @@
 """FCtL for QGIS: segment ultra-high-resolution aerial imagery with the FCtL model.
 
 QGIS calls :func:`classFactory`. Nothing here imports torch: the plugin loads without its heavy
-dependencies and tells the user what is missing (see :mod:`.deps`).
+dependencies and tells the user what is missing (see :mod:`.deps`). The engine is reached through
+:mod:`.engine` only.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     MODEL = "MODEL"
     BANDS = "BANDS"
     EXTENT = "EXTENT"
+    MASK = "MASK"
     PIXEL_SIZE = "PIXEL_SIZE"
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
@@ -96,9 +97,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     def prepareAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
         """Main thread: resolve the layer, model card and reader (a provider clone) here."""
-        from model_core.checkpoint import DEFAULT_MODEL, CheckpointError, read_card
-        from model_core.inference.option_table import qgis_values, segment_options
+        from .engine import engine_import
+        DEFAULT_MODEL, CheckpointError, read_card = engine_import(
+            "checkpoint", "DEFAULT_MODEL", "CheckpointError", "read_card")
+        qgis_values, segment_options = engine_import(
+            "inference.option_table", "qgis_values", "segment_options")
 
+        from .masks import mask_from_parameter, remove_mask
         from .qgis_reader import reader_for_layer
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -124,19 +129,27 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if out_vector:
             _check_extension(out_vector, (".gpkg",), "polygon output", "GeoPackage")
         try:
-            source, reader = reader_for_layer(layer, rect, values["pixel_size"], card.gsd)
+            # the selected features only when asked; any CRS (the engine reprojects them)
+            mask = mask_from_parameter(self, parameters, self.MASK, context)
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        self._card, self._reader = card, reader
+        try:
+            source, reader = reader_for_layer(layer, rect, values["pixel_size"], card.gsd)
+        except ValueError as exc:
+            remove_mask(mask)
+            raise QgsProcessingException(str(exc)) from exc
+        self._card, self._reader, self._mask = card, reader, mask
+        # the extent is in the layer's CRS, which is a provider reader's CRS too
         self._options = segment_options(
-            values, input=source, output=out_raster, vector=out_vector,
-            # a provider reader's grid is already the requested extent
-            extent=_bounds(rect) if rect is not None and reader is None else None)
+            values, input=source, output=out_raster, vector=out_vector, mask=mask,
+            extent=_bounds(rect) if rect is not None else None)
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        from model_core.inference import Cancelled, segment
+        from .engine import engine_import
+        from .masks import remove_mask
+        Cancelled, segment = engine_import("inference", "Cancelled", "segment")
 
         options, reader, card = self._options, self._reader, self._card
         feedback.pushInfo(f"Model: {card.name} ({card.config.backbone}, "
@@ -162,12 +175,15 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             if reader is not None:
                 reader.close()
             self._reader = None
+            remove_mask(self._mask)
+            self._mask = None
 
         feedback.pushInfo(f"Device: {result.device}")
         feedback.pushInfo(f"Grid: {result.width} x {result.height} px, {result.grid[0]} x "
                           f"{result.grid[1]} patches ({result.patches} in all)")
         feedback.pushInfo(f"Time: {result.seconds:.1f} s")
-        from model_core.ground import format_area
+        from .engine import engine_import
+        format_area = engine_import("ground", "format_area")
 
         feedback.pushInfo(f"Processing: {result.processing}")
         names = {c.id: c.name for c in card.classes}

@@ -1,17 +1,21 @@
 """Import paths of the plugin, for both layouts it runs in.
 
-* Repository: ``model_core/`` and ``resources/`` sit next to ``fctl_qgis/`` (the repository root
-  is the QGIS plugin path, hence already on ``sys.path``).
-* Installed zip: they sit inside the plugin folder (``fctl_qgis/model_core``), so the plugin
-  folder itself is appended to ``sys.path`` (appended, so the plugin's own module names never
-  shadow anything else).
+* Repository: ``model_core/`` and ``resources/`` sit next to ``fctl_qgis/``; the repository root
+  is the QGIS plugin path, so the top-level ``model_core`` is importable as it is.
+* Installed zip: they sit inside the plugin folder and the engine is the subpackage
+  ``fctl_qgis.model_core`` (see :mod:`.engine`). The plugin folder itself is never put on
+  ``sys.path``.
 
-The plugin-owned dependency folder (where the installer puts torch/timm with pip) is appended,
-so packages QGIS's Python already has keep precedence.
+The plugin-owned dependency folder (where the installer puts torch/timm with pip) goes to the
+*front* of ``sys.path``: what the installer put there is what runs. Appended, an older copy in
+QGIS's Python (Debian's sympy 1.11 next to the sympy 1.14 that torch needs, an old networkx or
+jinja2...) would shadow it. numpy is left out of that folder when QGIS's own numpy fits (see
+:mod:`.deps`), so GDAL keeps the numpy it was built against.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -49,30 +53,34 @@ def deps_dir() -> Path:
     return Path.home() / f".{DEPS_DIRNAME}"
 
 
-def _add(path: Path, *, front: bool) -> None:
+def put_first(path: Path | str) -> None:
+    """Put ``path`` at the front of ``sys.path`` (moving it there if it is further back)."""
     p = str(path)
-    if p in sys.path:
+    if sys.path and sys.path[0] == p:
         return
-    if front:
-        sys.path.insert(0, p)
-    else:
-        sys.path.append(p)
+    while p in sys.path:
+        sys.path.remove(p)
+    sys.path.insert(0, p)
+    importlib.invalidate_caches()
 
 
-def hide_triton() -> None:
-    """Make ``import triton`` fail cleanly unless something imported it already.
+def hide_triton() -> bool:
+    """Make ``import triton`` fail cleanly unless something imported it already; True when this
+    call hid it (see :func:`.engine.guard_torch_import` for why and when)."""
+    if "triton" in sys.modules:
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    return True
 
-    torchvision (imported by timm) imports torch._dynamo, which probes for triton; triton's
-    bundled LLVM clashes with the LLVM that Mesa (llvmpipe) loads into the QGIS desktop and the
-    import segfaults QGIS. The plugin never compiles kernels, so triton is not needed.
-    """
-    sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
+
+def unhide_triton() -> None:
+    """Undo :func:`hide_triton` (only the hiding entry, never a real triton)."""
+    if "triton" in sys.modules and sys.modules["triton"] is None:
+        del sys.modules["triton"]
 
 
 def setup_paths() -> None:
-    hide_triton()
-    root = engine_root()
-    _add(root, front=False)
+    """Called when the plugin is imported: the dependency folder first on ``sys.path``."""
     deps = deps_dir()
     if deps.is_dir():
-        _add(deps, front=False)
+        put_first(deps)

@@ -1,37 +1,45 @@
 """Dock panel for click-through segmentation: layer, model (with its legend), area, the run
 options Processing offers (from the engine's run-option table, the rarer ones under "Advanced");
-Run/Cancel, progress, and the "click to segment" map tool. Runs in a :class:`SegmentTask`."""
+Run/Cancel, progress, and the "click to segment" map tool. Runs in a :class:`SegmentTask`.
+
+This module holds the :class:`FCtLDock` widget, its layout, its remembered settings and its
+unload; the rest is in mixins: :mod:`.dock_engine` (dependencies, background engine load,
+devices, model card), :mod:`.dock_area` (area, mask, map tool), :mod:`.dock_run` (run, cancel,
+outcome) and :mod:`.dock_output` (output file names)."""
 
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 
-from qgis.core import (Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils,
-                       QgsProject, QgsRectangle, QgsTask)
+from qgis.core import QgsMapLayerProxyModel, QgsTask
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import pyqtSignal
-from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox,
-                                 QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                                 QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout,
-                                 QWidget)
+from qgis.PyQt.QtCore import QTimer, pyqtSignal
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QFrame,
+                                 QGroupBox, QHBoxLayout, QLabel, QListWidget, QProgressBar,
+                                 QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from . import areas, deps
+from . import settings
+from .dock_area import AREAS, DockAreaMixin
+from .dock_area import reprojection_message as _reprojection_message  # noqa: F401 (re-export)
+from .dock_engine import DockEngineMixin
+from .dock_output import safe_name as _safe  # noqa: F401 (re-export)
+from .dock_output import unique_stem as _unique_stem  # noqa: F401 (re-export)
+from .dock_run import DockRunMixin
 from .i18n import tr
 from .option_widgets import OptionWidgets
-from .styling import LegendClass, legend_from_card
-from .task import SegmentTask, TaskOutcome
+from .styling import LegendClass
+from .task import EngineProbeTask, SegmentTask, TaskOutcome
 
 log = logging.getLogger(__name__)
 
-AREAS = ["Whole layer", "Visible map extent", "Features of a polygon layer"]
+__all__ = ["AREAS", "OWN_WIDGETS", "FCtLDock"]
+
 # Run options of the table the dock shows with its own widgets (attribute names)
-OWN_WIDGETS = {"input": "layer_combo", "model": "model_widget", "extent": "area_combo"}
+OWN_WIDGETS = {"input": "layer_combo", "model": "model_widget", "extent": "area_combo",
+               "mask": "polygon_combo"}
 
 
-class FCtLDock(QDockWidget):
+class FCtLDock(DockEngineMixin, DockAreaMixin, DockRunMixin, QDockWidget):
     """The plugin's panel. ``finished`` carries the :class:`TaskOutcome` of each run."""
 
     finished = pyqtSignal(object)
@@ -46,8 +54,13 @@ class FCtLDock(QDockWidget):
         self.card = None
         self.map_tool = None
         self.last_outcome: TaskOutcome | None = None
+        self.probe_task: EngineProbeTask | None = None
+        self._engine_requested = False   # the background engine load started (first show)
+        self._unloaded = False
         self._build()
+        self.restore_settings()
         self.refresh_dependencies()
+        self._connect_settings()   # after restoring: restoring must not overwrite what is stored
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
@@ -65,7 +78,7 @@ class FCtLDock(QDockWidget):
 
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox(body)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         form.addRow(tr("Raster layer"), self.layer_combo)
         self.model_widget = QgsFileWidget(body)
         self.model_widget.setFilter(tr("FCtL checkpoints (*.safetensors)"))
@@ -82,7 +95,7 @@ class FCtLDock(QDockWidget):
         self.area_combo.addItems([tr(a) for a in AREAS])
         form.addRow(tr("Area"), self.area_combo)
         self.polygon_combo = QgsMapLayerComboBox(body)
-        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.polygon_combo.setAllowEmptyLayer(True)
         form.addRow(tr("Polygon layer"), self.polygon_combo)
         self.selected_only = QCheckBox(tr("Selected features only (when any)"), body)
@@ -95,11 +108,19 @@ class FCtLDock(QDockWidget):
         self.batch_spin = self.run_options["batch_size"]
         self.tta_check = self.run_options["tta"]
         self.run_options.add_rows(form, advanced=False)
+        # layers without a native pixel size (XYZ/WMS): their zoom levels as pixel sizes
+        self.zoom_label = QLabel(tr("Reading resolution of the web layer"), body)
+        self.zoom_combo = QComboBox(body)
+        self.zoom_combo.setToolTip(tr("Sets the processing pixel size to one of the layer's "
+                                      "zoom levels; a whole web layer needs a coarse one"))
+        self.zoom_combo.activated.connect(self._zoom_chosen)
+        form.addRow(self.zoom_label, self.zoom_combo)
+        self.layer_combo.layerChanged.connect(self._layer_changed)
         self.vector_check = QCheckBox(tr("Also write class polygons"), body)
         self.vector_check.setChecked(True)
         form.addRow("", self.vector_check)
         self.output_widget = QgsFileWidget(body)
-        self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.output_widget.setToolTip(tr("Folder for the results; empty = QGIS's temporary "
                                          "folder"))
         form.addRow(tr("Output folder"), self.output_widget)
@@ -108,8 +129,8 @@ class FCtLDock(QDockWidget):
         advanced = QFormLayout(self.advanced_box)
         self.run_options.add_rows(advanced, advanced=True)
         for f in (form, advanced):   # labels above their fields: the dock is narrow
-            f.setRowWrapPolicy(QFormLayout.WrapAllRows)
-            f.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+            f.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+            f.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.advanced_box.setCollapsed(True)
         lay.addWidget(self.advanced_box)
 
@@ -125,7 +146,7 @@ class FCtLDock(QDockWidget):
         self.click_size = QSpinBox(body)
         self.click_size.setRange(64, 8192)
         self.click_size.setValue(1024)
-        self.click_size.setSuffix(" px")
+        self.click_size.setSuffix(tr(" px"))
         self.click_size.setToolTip(tr("Side of the window segmented around a clicked point"))
         for w in (self.run_button, self.cancel_button, self.click_button, self.click_size):
             buttons.addWidget(w)
@@ -136,222 +157,89 @@ class FCtLDock(QDockWidget):
         self.status = QLabel(body)
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
+        from .train_panel import TrainSection   # issue 19: fine-tune on labelled polygons
+
+        self.train_section = TrainSection(self, body)
+        lay.addWidget(self.train_section)
         lay.addStretch(1)
         scroll = QScrollArea(self)   # the expanded "Advanced" section outgrows small screens
         scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(body)
         self.setWidget(scroll)
         self._area_changed()
+        self._layer_changed()
 
-    def _area_changed(self) -> None:
-        features = self.area_combo.currentIndex() == 2
-        self.polygon_combo.setEnabled(features)
-        self.selected_only.setEnabled(features)
+    def _layer_changed(self, *_: object) -> None:
+        """Offer the zoom levels of a layer without a native pixel size (else hide them)."""
+        from .web_levels import reading_levels
 
-    # ------------------------------------------------------------------ dependencies
-    def refresh_dependencies(self) -> bool:
-        status = deps.check()
-        self.deps_box.setVisible(not status.ok)
-        self.deps_label.setText(status.message())
-        for w in (self.run_button, self.click_button):
-            w.setEnabled(status.ok)
-        if status.ok:
-            self._fill_devices()
-            self.load_model_card()
-        else:
-            self.status.setText(status.message())
-        return status.ok
+        levels = reading_levels(self.layer_combo.currentLayer())
+        self.zoom_combo.clear()
+        self.zoom_combo.addItem(tr("the processing pixel size above"), 0.0)
+        for text, metres in levels:
+            self.zoom_combo.addItem(text, metres)
+        for w in (self.zoom_label, self.zoom_combo):
+            w.setVisible(bool(levels))
 
-    def install_dependencies(self) -> None:
-        lines: list[str] = []
-        dock = self
+    def _zoom_chosen(self, index: int) -> None:
+        metres = self.zoom_combo.itemData(index)
+        if metres:
+            self.run_options["pixel_size"].setValue(float(metres))
 
-        class InstallTask(QgsTask):
-            def run(self) -> bool:
-                try:
-                    self.rc = deps.install(log_fn=lines.append)
-                except Exception as exc:
-                    lines.append(str(exc))
-                    self.rc = 1
-                return self.rc == 0
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if not self._engine_requested:
+            # torch loads in a worker thread once the dock is on screen; "Auto" meanwhile
+            QTimer.singleShot(0, self._load_engine)
 
-            def finished(self, ok: bool) -> None:
-                dock.install_button.setEnabled(True)
-                if ok:
-                    dock.status.setText("Dependencies installed. Restart QGIS if FCtL still "
-                                        "reports them missing.")
-                    dock.refresh_dependencies()
-                else:
-                    dock.status.setText("Installing failed:\n" + "\n".join(lines[-8:]))
+    # ------------------------------------------------------------------ settings
+    def _settings_names(self) -> list[str]:
+        return [*self.run_options.state(), "model", "output_folder", "click_size",
+                "write_polygons"]
 
-        self.install_button.setEnabled(False)
-        self.status.setText("Installing " + ", ".join(deps.REQUIRED[m] for m in
-                                                      deps.check().missing) + " with pip...")
-        self.install_task = InstallTask("Install FCtL dependencies", QgsTask.CanCancel)
-        QgsApplication.taskManager().addTask(self.install_task)
+    def restore_settings(self) -> None:
+        """The choices of the last session (QgsSettings ``fctl/...``); absent keys keep the
+        defaults."""
+        stored = settings.read_all(self._settings_names())
+        self.run_options.restore(stored)
+        if "model" in stored:
+            self.model_widget.setFilePath(str(stored["model"] or ""))
+        if "output_folder" in stored:
+            self.output_widget.setFilePath(str(stored["output_folder"] or ""))
+        self.click_size.setValue(settings.as_int(stored.get("click_size"),
+                                                 self.click_size.value()))
+        self.vector_check.setChecked(settings.as_bool(stored.get("write_polygons"),
+                                                      self.vector_check.isChecked()))
 
-    def _fill_devices(self) -> None:
-        import torch
+    def save_settings(self, *_: object) -> None:
+        """Store the current choices (called on every change, so a crash loses nothing)."""
+        if self._unloaded:
+            return
+        settings.write_all({**self.run_options.state(), "model": self.model_path() or "",
+                            "output_folder": self.output_widget.filePath().strip(),
+                            "click_size": self.click_size.value(),
+                            "write_polygons": self.vector_check.isChecked()})
 
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-        self.device_combo.clear()   # the table's choices, named after this machine's devices
-        self.device_combo.addItem(tr("Auto") + f" ({'CUDA: ' + gpu if gpu else 'CPU'})", "auto")
-        self.device_combo.addItem(tr("CPU"), "cpu")
-        if gpu:
-            self.device_combo.addItem(f"CUDA: {gpu}", "cuda")
+    def _connect_settings(self) -> None:
+        self.run_options.connect_changed(self.save_settings)
+        self.model_widget.fileChanged.connect(self.save_settings)
+        self.output_widget.fileChanged.connect(self.save_settings)
+        self.click_size.valueChanged.connect(self.save_settings)
+        self.vector_check.toggled.connect(self.save_settings)
 
-    # ------------------------------------------------------------------ model
-    def model_path(self) -> str | None:
-        return self.model_widget.filePath().strip() or None
-
-    def load_model_card(self, *_: object) -> bool:
-        from model_core.checkpoint import DEFAULT_MODEL, CheckpointError, read_card
-
-        self.legend_list.clear()
-        self.card, self.legend = None, []
-        try:
-            self.card = read_card(self.model_path() or DEFAULT_MODEL)
-        except CheckpointError as exc:
-            self.model_label.setText(str(exc))
-            return False
-        c = self.card
-        self.model_label.setText(f"{c.name}: {c.config.backbone}, {c.config.patch_size} px "
-                                 f"patches, bands {c.bands}" + (f", {c.gsd:g} m/px" if c.gsd
-                                                                 else ""))
-        self.legend = legend_from_card(c)
-        for cls in self.legend:
-            pix = QPixmap(14, 14)
-            pix.fill(QColor(*cls.color))
-            self.legend_list.addItem(QListWidgetItem(QIcon(pix), f"{cls.id}  {cls.name}"))
-        return True
-
-    # ------------------------------------------------------------------ area
-    def area_extent(self) -> QgsRectangle | None:
-        """The chosen area in the raster layer's CRS (None = whole layer)."""
-        layer = self.layer_combo.currentLayer()
-        index = self.area_combo.currentIndex()
-        if index == 0:
-            return None
-        if index == 1:
-            canvas = self.iface.mapCanvas()
-            rect = areas.to_layer_crs(canvas.extent(), canvas.mapSettings().destinationCrs(),
-                                      layer)
-            return areas.clip_to_layer(rect, layer)
-        polygons = self.polygon_combo.currentLayer()
-        if polygons is None:
-            raise ValueError("choose the polygon layer whose features to segment")
-        geom = areas.features_geometry(polygons, layer, self.selected_only.isChecked())
-        return areas.clip_to_layer(geom.boundingBox(), layer)
-
-    # ------------------------------------------------------------------ run
-    def run(self, extent: QgsRectangle | None = None, use_area: bool = True) -> bool:
-        """Start a segmentation of the chosen area (or of ``extent``, layer CRS). Returns False
-        with the reason in the status line when it cannot start."""
-        if self.task is not None:
-            self.status.setText("A segmentation is already running.")
-            return False
-        try:
-            task = self._make_task(extent, use_area)
-        except (ValueError, OSError) as exc:
-            self.status.setText(f"Cannot run: {exc}")
-            return False
-        self.task = task
-        task.progressChanged.connect(lambda p: self.progress.setValue(int(p)))
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status.setText("Segmenting...")
-        QgsApplication.taskManager().addTask(task)
-        return True
-
-    def _make_task(self, extent: QgsRectangle | None, use_area: bool) -> SegmentTask:
-        from model_core.inference.option_table import qgis_values, segment_options
-
-        from .qgis_reader import reader_for_layer
-
-        layer = self.layer_combo.currentLayer()
-        if layer is None:
-            raise ValueError("choose a raster layer")
-        if self.card is None and not self.load_model_card():
-            raise ValueError(self.model_label.text())
-        if extent is None and use_area:
-            extent = self.area_extent()
-        values = {**self.run_options.values(), **qgis_values(), "model": self.model_path()}
-        source, reader = reader_for_layer(layer, extent, values["pixel_size"],
-                                          self.card.gsd if self.card else None)
-        folder = Path(self.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{_safe(layer.name())}_fctl_{time.strftime('%Y%m%d_%H%M%S')}"
-        options = segment_options(
-            values, input=source, output=str(folder / f"{stem}.tif"),
-            vector=str(folder / f"{stem}.gpkg") if self.vector_check.isChecked() else None,
-            extent=(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-            if extent is not None and reader is None else None)
-        return SegmentTask(f"FCtL segmentation of {layer.name()}", options, self.legend,
-                           reader=reader, on_done=self._done, project=QgsProject.instance(),
-                           title=layer.name())
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.status.setText("Cancelling after the current batch...")
-            self.task.cancel()
-
-    def _done(self, outcome: TaskOutcome) -> None:
-        self.task = None
-        self.last_outcome = outcome
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        if outcome.ok:
-            r = outcome.result
-            self.progress.setValue(100)
-            self.status.setText(f"Done in {r.seconds:.1f} s on {r.device}: {r.width} x "
-                                f"{r.height} px, {r.patches} patches. Results are in the "
-                                "'FCtL results' group.")
-        elif outcome.cancelled:
-            self.progress.setValue(0)
-            self.status.setText("Cancelled: no output was written.")
-        else:
-            self.status.setText(f"Segmentation failed: {outcome.error}")
-            self.iface.messageBar().pushMessage("FCtL", outcome.error, Qgis.Critical, 10)
-        self.finished.emit(outcome)
-
-    # ------------------------------------------------------------------ map tool
-    def _toggle_map_tool(self, on: bool) -> None:
-        from .maptool import ClickSegmentTool
-
-        canvas = self.iface.mapCanvas()
-        if on:
-            if self.map_tool is None:
-                self.map_tool = ClickSegmentTool(canvas)
-                self.map_tool.clicked.connect(self.segment_at)
-                self.map_tool.deactivated.connect(lambda: self.click_button.setChecked(False))
-            canvas.setMapTool(self.map_tool)
-        elif self.map_tool is not None and canvas.mapTool() is self.map_tool:
-            canvas.unsetMapTool(self.map_tool)
-
-    def segment_at(self, point) -> bool:
-        """Segment a square window around ``point`` (canvas CRS)."""
-        layer = self.layer_combo.currentLayer()
-        if layer is None:
-            self.status.setText("Cannot run: choose a raster layer")
-            return False
-        crs = self.iface.mapCanvas().mapSettings().destinationCrs()
-        try:
-            rect = areas.clip_to_layer(areas.window_around(point, crs, layer,
-                                                           self.click_size.value()), layer)
-        except ValueError as exc:
-            self.status.setText(f"Cannot run: {exc}")
-            return False
-        return self.run(rect)
-
+    # ------------------------------------------------------------------ unload
     def unload(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        if self.map_tool is not None:
-            self._toggle_map_tool(False)
-            self.map_tool = None
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40] or "layer"
+        """Detach from everything that could call back into this dock after it is deleted:
+        a run is cancelled and waited for (the engine removes its partial files), the engine
+        probe and the installer forget it, the map tool is switched off."""
+        self._unloaded = True
+        self.train_section.unload()
+        self._detach_task()
+        if self.probe_task is not None:
+            self.probe_task.on_done = None
+            self.probe_task = None
+        if self.install_task is not None:
+            self.install_task.dock = None   # pip cannot be interrupted: let it finish alone
+            self.install_task = None
+        self._detach_map_tool()

@@ -8,18 +8,22 @@ from typing import Any, Callable
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext,
                        QgsProcessingParameterBand, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterExtent, QgsProcessingParameterFile,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
+                       QgsProcessingParameterRange,
+                       QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
-from model_core.inference.option_table import RunOption, option, processing_options
+from .engine import engine_import
+RunOption, option, processing_options = engine_import(
+    "inference.option_table", "RunOption", "option", "processing_options")
 
 from .i18n import tr
 
 TrFn = Callable[[str], str]
 # Values Processing reads generically; the algorithm resolves the layer, extent and outputs.
-READ_KINDS = ("bool", "int", "float", "choice", "text", "bands", "model")
+READ_KINDS = ("bool", "int", "float", "choice", "text", "bands", "model", "range")
 
 
 def _definition(opt: RunOption, name: str, label: str, default: Any, optional: bool
@@ -28,20 +32,28 @@ def _definition(opt: RunOption, name: str, label: str, default: Any, optional: b
     if k == "raster":
         return QgsProcessingParameterRasterLayer(name, label, optional=optional)
     if k == "model":
-        return QgsProcessingParameterFile(name, label, behavior=QgsProcessingParameterFile.File,
+        return QgsProcessingParameterFile(name, label,
+                                          behavior=QgsProcessingParameterFile.Behavior.File,
                                           extension="safetensors", optional=True)
     if k == "bands":
         return QgsProcessingParameterBand(name, label, None, option("input").processing,
                                           optional=True, allowMultiple=True)
     if k == "extent":
         return QgsProcessingParameterExtent(name, label, optional=True)
+    if k == "range":
+        return QgsProcessingParameterRange(name, label,
+                                           QgsProcessingParameterNumber.Type.Double,
+                                           optional=True)
+    if k == "polygons":   # any CRS; the dialog offers "selected features only"
+        return QgsProcessingParameterFeatureSource(
+            name, label, [QgsProcessing.SourceType.TypeVectorPolygon], optional=True)
     if k == "choice":
         return QgsProcessingParameterEnum(
             name, label, options=list(opt.choices), optional=optional,
             defaultValue=None if default is None else opt.choices.index(default))
     if k in ("int", "float"):
-        kind = (QgsProcessingParameterNumber.Integer if k == "int"
-                else QgsProcessingParameterNumber.Double)
+        kind = (QgsProcessingParameterNumber.Type.Integer if k == "int"
+                else QgsProcessingParameterNumber.Type.Double)
         param = QgsProcessingParameterNumber(name, label, kind, defaultValue=default,
                                              optional=optional, minValue=opt.minimum,
                                              maxValue=opt.maximum)
@@ -56,7 +68,8 @@ def _definition(opt: RunOption, name: str, label: str, default: Any, optional: b
         return QgsProcessingParameterRasterDestination(name, label)
     if k == "vector":
         return QgsProcessingParameterVectorDestination(
-            name, label, QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False)
+            name, label, QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
+            createByDefault=False)
     raise ValueError(f"run option {opt.name!r} of kind {k!r} cannot be a Processing parameter")
 
 
@@ -70,13 +83,14 @@ def parameter_definitions(translate: TrFn = tr) -> list[QgsProcessingParameterDe
         param = _definition(opt, opt.processing, translate(opt.label), opt.default, optional)
         param.setHelp(translate(opt.help))
         if opt.advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags()
+                           | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         params.append(param)
     for opt in processing_options():
         for old in opt.old_processing:
             param = _definition(opt, old, translate(opt.label) + translate(" (deprecated)"),
                                 None, True)
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagHidden)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagHidden)
             params.append(param)
     return params
 
@@ -107,6 +121,9 @@ def read_values(alg: QgsProcessingAlgorithm, parameters: dict[str, Any],
             value = alg.parameterAsString(parameters, name, context)
         elif k == "bands":
             value = alg.parameterAsInts(parameters, name, context) or None
+        elif k == "range":   # empty = the engine's default (the model's, or a stretch)
+            given = parameters.get(name) not in (None, "")
+            value = tuple(alg.parameterAsRange(parameters, name, context)) if given else None
         else:   # model
             value = alg.parameterAsFile(parameters, name, context) or None
         values[opt.name] = value

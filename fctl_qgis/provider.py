@@ -61,3 +61,7 @@ class FCtLProvider(QgsProcessingProvider):
         from .algorithm import SegmentAlgorithm
 
         self.addAlgorithm(SegmentAlgorithm())
+        from .train_algorithms import EvaluateAlgorithm, TrainAlgorithm
+
+        self.addAlgorithm(TrainAlgorithm())
+        self.addAlgorithm(EvaluateAlgorithm())

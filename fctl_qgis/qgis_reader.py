@@ -16,8 +16,11 @@ import numpy as np
 from qgis.core import (Qgis, QgsCoordinateReferenceSystem, QgsRasterDataProvider,
                        QgsRasterInterface, QgsRasterLayer, QgsRectangle)
 
-from model_core.inference.reader import WindowReader
-from model_core.resample import area_average
+from .engine import engine_import
+WindowReader = engine_import("inference.reader", "WindowReader")
+# the WKT GDAL reads best (scoped enum: the same spelling works on QGIS 3 and 4)
+WKT_GDAL = QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL
+area_average = engine_import("resample", "area_average")
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ class ProviderReader(WindowReader):
             raise ValueError("the raster layer's data provider is not valid: check the layer's "
                              "source in Layer Properties")
         self._provider = provider.clone()
-        sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+        sized = bool(provider.capabilities() & QgsRasterInterface.Capability.Size) \
+            and provider.xSize() > 0
         extent = QgsRectangle(extent) if extent is not None and not extent.isEmpty() \
             else QgsRectangle(provider.extent())
         if pixel_size is None or pixel_size <= 0:
@@ -84,7 +88,7 @@ class ProviderReader(WindowReader):
         self._dx, self._dy = dx, dy
         self.geotransform = (extent.xMinimum(), dx, 0.0, extent.yMaximum(), 0.0, -dy)
         crs: QgsCoordinateReferenceSystem = provider.crs()
-        self.crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL) \
+        self.crs_wkt = crs.toWkt(WKT_GDAL) \
             if crs.isValid() else ""
         self._types = [_type_name(provider.dataType(b)) for b in range(1, provider.bandCount() + 1)]
         self._colour = self._types[0] in _ARGB
@@ -187,7 +191,8 @@ def gdal_path(layer: QgsRasterLayer) -> str | None:
 
 def _ground_m(provider, extent: QgsRectangle, units: float) -> float | None:
     """Metres on the ground of ``units`` layer units at the centre of ``extent``."""
-    from model_core.ground import ground_of
+    from .engine import engine_import
+    ground_of = engine_import("ground", "ground_of")
 
     crs = provider.crs()
     if not crs.isValid():
@@ -195,7 +200,7 @@ def _ground_m(provider, extent: QgsRectangle, units: float) -> float | None:
     gt = (extent.xMinimum(), units, 0.0, extent.yMaximum(), 0.0, -units)
     w = max(1, int(extent.width() / units))
     h = max(1, int(extent.height() / units))
-    return ground_of(gt, crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+    return ground_of(gt, crs.toWkt(WKT_GDAL),
                      w, h).pixel_size_m
 
 
@@ -205,7 +210,9 @@ def provider_pixel_size(layer: QgsRasterLayer, extent: QgsRectangle | None,
     """The grid pixel size (layer units) at which a provider layer is read so that the model
     runs at ``pixel_size_m`` metres (0/None/"auto" = the model's ``gsd``; "native" = the
     layer's), with the engine's 15 % tolerance; None = the layer's native pixel size."""
-    from model_core.inference.resolution import TOLERANCE, parse_pixel_size
+    from .engine import engine_import
+    TOLERANCE, parse_pixel_size = engine_import(
+        "inference.resolution", "TOLERANCE", "parse_pixel_size")
 
     want = parse_pixel_size(pixel_size_m)
     target = model_gsd if want == "auto" else None if want == "native" else want
@@ -214,7 +221,8 @@ def provider_pixel_size(layer: QgsRasterLayer, extent: QgsRectangle | None,
     provider = layer.dataProvider()
     area = QgsRectangle(extent) if extent is not None and not extent.isEmpty() \
         else QgsRectangle(provider.extent())
-    sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+    sized = bool(provider.capabilities() & QgsRasterInterface.Capability.Size) \
+        and provider.xSize() > 0
     if sized:
         native = provider.extent().width() / provider.xSize()
     else:
@@ -241,14 +249,27 @@ def reader_for_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
     :class:`ProviderReader` named after the layer, at the processing pixel size.
 
     ``pixel_size`` is the processing pixel size in metres (0/None = the model's, ``model_gsd``).
-    ``extent`` (layer CRS) bounds the reader's grid only for providers without a pixel size
-    (XYZ, WMS), whose own extent is the whole world.
+    The caller passes ``extent`` to the engine as well, whatever the reader (it is in the
+    layer's CRS, the reader's too). It bounds the reader's grid only for providers without a
+    pixel size (XYZ, WMS), whose own extent is the whole world, and for sized ones (WCS,
+    PostGIS raster, virtual rasters) whose whole grid at that pixel size would be too large;
+    otherwise the grid is the whole layer, so that contexts reach beyond the extent as they do
+    for files GDAL opens.
     """
     path = gdal_path(layer)
     if path is not None:
         return path, None
     provider = layer.dataProvider()
-    sized = bool(provider.capabilities() & QgsRasterInterface.Size) and provider.xSize() > 0
+    sized = bool(provider.capabilities() & QgsRasterInterface.Capability.Size) \
+        and provider.xSize() > 0
     units = provider_pixel_size(layer, extent, pixel_size, model_gsd)
-    return layer.name(), ProviderReader(layer, None if sized and units is None else extent,
-                                        units)
+    whole = sized and _grid_pixels(provider, units) <= MAX_PIXELS
+    return layer.name(), ProviderReader(layer, None if whole else extent, units)
+
+
+def _grid_pixels(provider, units: float | None) -> float:
+    """Pixels of the provider's whole grid at ``units`` (None: its own size)."""
+    if units is None:
+        return float(provider.xSize()) * provider.ySize()
+    ext = provider.extent()
+    return max(1.0, round(ext.width() / units)) * max(1.0, round(ext.height() / units))

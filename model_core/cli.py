@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
-# (module, attribute) of each command's ``add_parser(subparsers)``; order = help order.
+# (module relative to this package, attribute) of each command's ``add_parser(subparsers)``;
+# order = help order.
 COMMANDS = [
-    ("model_core.info", "add_parser"),
-    ("model_core.inference.cli", "add_parser"),
-    ("model_core.training.cli", "add_parser"),
-    ("model_core.bench", "add_parser"),
+    (".info", "add_parser"),
+    (".inference.cli", "add_parser"),
+    (".training.cli", "add_parser"),
+    (".bench", "add_parser"),
 ]
 
 
@@ -27,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module, attr in COMMANDS:
         try:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(module, __package__)
         except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
+            if exc.name and importlib.util.resolve_name(module, __package__).startswith(exc.name):
                 continue  # that part of the engine is not installed in this build
             raise
         getattr(mod, attr)(sub)
@@ -46,6 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:   # OSError: unreadable input blocks
         print(f"error: {exc}", file=sys.stderr)
         return 2

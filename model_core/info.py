@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from .config import FCtLConfig
-from .registry import DEFAULT_ARCH, create_model
 
 
-def describe(config: FCtLConfig, time_forward: bool = True, arch: str = DEFAULT_ARCH) -> dict:
+def describe(config: FCtLConfig, time_forward: bool = True, arch: str | None = None) -> dict:
     """Parameter counts per module and (optionally) the seconds of one patch's forward pass."""
-    from .models import parameter_counts
+    import torch
 
-    model = create_model(arch, config).eval()
+    from .models import parameter_counts
+    from .registry import DEFAULT_ARCH, create_model   # torch and timm: not for the parser
+
+    model = create_model(arch or DEFAULT_ARCH, config).eval()
     out: dict = {"params": parameter_counts(model)}
     if time_forward:
         p = config.patch_size
@@ -32,6 +32,8 @@ def describe(config: FCtLConfig, time_forward: bool = True, arch: str = DEFAULT_
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     base = dict(backbone=args.backbone, num_classes=args.classes, patch_size=args.patch_size)

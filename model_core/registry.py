@@ -35,7 +35,8 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 # Built-in architectures: imported on first use (the network modules import timm).
-_BUILTIN = {"fctl": ("model_core.models.fctl", "FCtL", FCtLConfig)}
+# (module relative to this package: the engine is also shipped as fctl_qgis.model_core)
+_BUILTIN = {"fctl": (".models.fctl", "FCtL", FCtLConfig)}
 
 
 def register_model(name: str, config: type = FCtLConfig) -> Callable:
@@ -53,7 +54,7 @@ def register_model(name: str, config: type = FCtLConfig) -> Callable:
 def _entry(arch: str) -> ModelEntry:
     if arch not in _REGISTRY and arch in _BUILTIN:
         module, attr, config = _BUILTIN[arch]
-        build = getattr(importlib.import_module(module), attr)
+        build = getattr(importlib.import_module(module, __package__), attr)
         if arch not in _REGISTRY:   # the module may have registered itself on import
             register_model(arch, config)(build)
     if arch not in _REGISTRY:

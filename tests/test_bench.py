@@ -78,7 +78,7 @@ def test_bench_runs_without_gdal(tmp_path):
 
 
 def test_reading_benchmark_reads_every_patch_with_several_threads(tmp_path):
-    from model_core.bench import _synthetic_raster, time_reads
+    from model_core.bench.rasters import _synthetic_raster, time_reads
     from model_core.config import FCtLConfig
 
     raster = tmp_path / "r.tif"

@@ -1,18 +1,22 @@
-"""``make demo``: the qgis_process command path, the summary and the preview."""
+"""``make demo`` (tools/demo.py): the qgis_process command path, the summary and the preview;
+the engine does not know the plugin."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import write_geotiff
-from model_core import demo
+from conftest import ROOT, write_geotiff
 from model_core.checkpoint import ClassInfo, ModelCard, save_checkpoint
 from model_core.config import FCtLConfig
+
+sys.path.insert(0, str(ROOT / "tools"))
+import demo  # noqa: E402  (tools/demo.py: the driver of `make demo`)
 
 
 def test_sample_raster_is_a_small_georeferenced_rgb_geotiff():
@@ -85,3 +89,14 @@ def test_demo_runs_fctl_segment_through_qgis_process(tmp_path, capsys):
     areas, _ = demo.class_areas(tmp_path / "out" / "classes.tif", {1: "dark", 2: "bright"})
     total = sum(areas.values())
     assert total == pytest.approx(300 * 300, rel=0.01)     # 600 x 600 px of 0.5 m
+
+
+def test_engine_does_not_know_the_plugin():
+    """model_core is the engine: the demo driver (qgis_process, the plugin's name, QGIS profiles)
+    lives in tools/, and no engine module names the plugin's package or QGIS."""
+    assert not (ROOT / "model_core" / "demo.py").exists()
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "model_core").rglob("*.py")
+                 if "qgis_process" in p.read_text() or "import fctl_qgis" in p.read_text()
+                 or "from fctl_qgis" in p.read_text()]
+    assert offenders == []
+    assert "tools/demo.py" in (ROOT / "Makefile").read_text()

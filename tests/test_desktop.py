@@ -22,18 +22,23 @@ sys.path.insert(0, str(ROOT / "tools"))
 import package  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TIMEOUT = 180
+TIMEOUT = 420   # a second QGIS run (unload during a run) and a loaded machine
 
 # Runs inside QGIS (--code): drives the dock like a user, then reports and quits.
 SCRIPT = r'''
-import json, os, time, traceback
+import json, os, sys, time, traceback
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface
 import qgis.utils
 
 cfg = json.load(open(os.environ["FCTL_DESKTOP_CONFIG"]))
-report = {"steps": []}
+report = {"steps": [], "exceptions": []}
+
+def excepthook(*exc):   # exceptions in Qt slots and callbacks (QGIS would show a dialog)
+    report["exceptions"].append("".join(traceback.format_exception(*exc)))
+
+sys.excepthook = excepthook
 
 def save():
     with open(cfg["report"], "w") as f:
@@ -59,6 +64,30 @@ def start():
         plugin.action.trigger()                     # the toolbar/menu action opens the dock
         dock = plugin.dock
         report["dock_visible"] = dock.isVisible()
+        report["torch_at_open"] = "torch" in qgis.utils.sys.modules
+        report["t_open"] = time.perf_counter()
+        wait_for_engine()
+    except Exception:
+        fail()
+
+def wait_for_engine():
+    # the dock loads torch in a background task after it is shown; the devices are named then
+    try:
+        dock = plugin_dock()
+        if not dock.device_combo.itemText(0).startswith("Auto ("):
+            if time.perf_counter() - report["t_open"] > 120:
+                report["error"] = "the engine did not load in 120 s: " + dock.status.text()
+                return finish(1)
+            return QTimer.singleShot(200, wait_for_engine)
+        report["engine_seconds"] = time.perf_counter() - report["t_open"]
+        run_dock()
+    except Exception:
+        fail()
+
+def run_dock():
+    try:
+        dock = plugin_dock()
+        layer = QgsProject.instance().mapLayersByName("aerial scene")[0]
         if cfg.get("model"):
             dock.model_widget.setFilePath(cfg["model"])
         report["legend"] = [dock.legend_list.item(i).text() for i in range(dock.legend_list.count())]
@@ -103,6 +132,38 @@ def plugin_dock():
 def shoot():
     try:
         report["screenshot"] = iface.mainWindow().grab().save(cfg["screenshot"])
+        if not cfg.get("big_raster"):
+            return finish(0 if report.get("ok") else 1)
+        # then unload the plugin while a second, longer run is in progress
+        dock = plugin_dock()
+        big = iface.addRasterLayer(cfg["big_raster"], "big scene")
+        dock.layer_combo.setLayer(big)
+        dock.output_widget.setFilePath(cfg["out2"])
+        dock.batch_spin.setValue(1)
+        dock.vector_check.setChecked(False)
+        report["unload"] = {"started": dock.run(), "t0": time.perf_counter()}
+        QTimer.singleShot(200, unload_when_running)
+    except Exception:
+        fail()
+
+def unload_when_running():
+    try:
+        u = report["unload"]
+        task = plugin_dock().task
+        if task is not None and task.progress() <= 0 and time.perf_counter() - u["t0"] < 60:
+            return QTimer.singleShot(100, unload_when_running)
+        u["was_running"] = task is not None and task.progress() > 0
+        u["unloaded"] = qgis.utils.unloadPlugin("fctl_qgis")
+        u["seconds_unload"] = time.perf_counter() - u["t0"]
+        QTimer.singleShot(3000, after_unload)       # the task's queued finished(), deletions
+    except Exception:
+        fail()
+
+def after_unload():
+    try:
+        u = report["unload"]
+        out2 = cfg["out2"]
+        u["leftover"] = sorted(os.listdir(out2)) if os.path.isdir(out2) else []
         finish(0 if report.get("ok") else 1)
     except Exception:
         fail()
@@ -112,7 +173,7 @@ QTimer.singleShot(1500, start)
 
 
 def run_desktop(tmp: Path, raster: Path, model: Path | None, zip_path: Path,
-                timeout: int = TIMEOUT) -> dict:
+                timeout: int = TIMEOUT, big_raster: Path | None = None) -> dict:
     """Install ``zip_path`` in a fresh profile, start QGIS under Xvfb with :data:`SCRIPT` and
     return its report (with the QGIS output under "log")."""
     profiles = tmp / "profiles"
@@ -121,7 +182,8 @@ def run_desktop(tmp: Path, raster: Path, model: Path | None, zip_path: Path,
     script.write_text(SCRIPT)
     cfg = {"raster": str(raster), "model": str(model) if model else None,
            "out": str(tmp / "results"), "screenshot": str(tmp / "screenshot.png"),
-           "report": str(tmp / "report.json")}
+           "report": str(tmp / "report.json"), "out2": str(tmp / "results_unloaded"),
+           "big_raster": str(big_raster) if big_raster else None}
     (tmp / "config.json").write_text(json.dumps(cfg))
     env = {k: v for k, v in os.environ.items()
            if k not in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "QT_QPA_PLATFORM",
@@ -165,18 +227,27 @@ def test_dock_segments_in_real_qgis(tmp_path, qgis_app):
     zip_path = package.build(tmp_path / "dist" / "fctl_qgis.zip",
                              default_model=None if default.is_file() else model)
     raster = make_rgb(tmp_path / "scene.tif", size=300)
-    report = run_desktop(tmp_path, raster, model, zip_path)
+    big = make_rgb(tmp_path / "big.tif", size=900)
+    report = run_desktop(tmp_path, raster, model, zip_path, big_raster=big)
     where = f"\nreport: {json.dumps({k: v for k, v in report.items() if k != 'log'}, indent=1)}" \
             f"\nQGIS output:\n{report['log']}"
     assert report["exit"] == 0 and report["returncode"] == 0, where
     assert "fctl_qgis" in report["plugins"], where
     assert "/profiles/default/python/plugins/fctl_qgis/" in report["plugin_file"], where
     assert report["dock_visible"] and report["started"], where
+    # the engine (torch) loaded in a background task after the dock opened; devices named then
+    assert report["device_label"].startswith("Auto ("), where
     assert report["legend"][4] == "4  water", where
     assert report["ok"] and report["engine"]["size"] == [300, 300], where
     assert report["group"] == ["aerial scene polygons", "aerial scene classes"], where
     assert report["renderers"] == ["categorizedSymbol", "paletted"], where
     assert "Done in" in report["status"], where
+    # unloading the plugin (Plugin Manager) during a run: the run is cancelled and waited for,
+    # no "wrapped C/C++ object has been deleted", no file left behind
+    u = report["unload"]
+    assert u["started"] and u["was_running"] and u["unloaded"], where
+    assert report["exceptions"] == [], where
+    assert u["leftover"] == [], where
 
     shot = tmp_path / "screenshot.png"
     assert report["screenshot"] and shot.is_file(), where

@@ -3,9 +3,7 @@ installer, styling, and the QGIS-provider window reader."""
 
 from __future__ import annotations
 
-import importlib
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +125,12 @@ def test_dependency_folder_on_sys_path(tmp_path, monkeypatch):
     bootstrap.setup_paths()
     assert str(tmp_path / "deps") not in sys.path          # absent folder: nothing added
     (tmp_path / "deps").mkdir()
+    sys.path.append(str(tmp_path / "deps"))                # as an older version left it
     bootstrap.setup_paths()
-    assert sys.path[-1] == str(tmp_path / "deps")           # appended: QGIS's own packages win
-    assert str(bootstrap.engine_root()) in sys.path
+    # first: what the installer put there runs, not an older copy in QGIS's Python
+    # (tests/test_deps_install.py shows the shadowing this prevents)
+    assert sys.path[0] == str(tmp_path / "deps")
+    assert sys.path.count(str(tmp_path / "deps")) == 1
 
 
 def test_pins_match_requirements_txt():
@@ -139,69 +140,7 @@ def test_pins_match_requirements_txt():
     assert "numpy<2" in (ROOT / "constraints.txt").read_text()
 
 
-def test_pip_arguments_target_the_plugin_folder(tmp_path):
-    args = deps.pip_arguments(["timm==1.0.31"], tmp_path)
-    assert args[0] == "install" and args[args.index("--target") + 1] == str(tmp_path)
-    assert args[-1] == "timm==1.0.31" and ":all:" in args   # wheels only: no build process
-    assert deps._constraints_for(["torch==2.14.1"]) == ["numpy<2"]
-    assert deps._constraints_for(["tinypkg"]) == []
-
-
-def _tiny_wheel(folder: Path) -> Path:
-    """A minimal pure-Python wheel, built by hand (no network, no build backend)."""
-    name = "fctl_tinydep"
-    whl = folder / f"{name}-1.0-py3-none-any.whl"
-    files = {
-        f"{name}/__init__.py": "VALUE = 42\n",
-        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-        f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: "
-                                      "true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{p},,\n" for p in files) + f"{name}-1.0.dist-info/RECORD,,\n"
-    files[f"{name}-1.0.dist-info/RECORD"] = record
-    with zipfile.ZipFile(whl, "w") as z:
-        for p, text in files.items():
-            z.writestr(p, text)
-    return whl
-
-
-def test_installer_runs_pip_in_process_into_target(tmp_path, monkeypatch):
-    import subprocess
-
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    _tiny_wheel(wheels)
-    target = tmp_path / "fctl_deps"
-    # in QGIS sys.executable is not a Python: the installer must never launch it
-    real_popen = subprocess.Popen
-
-    class Popen(real_popen):
-        def __init__(self, args, *a, **k):
-            first = args[0] if isinstance(args, (list, tuple)) else str(args).split()[0]
-            assert Path(first).name not in (Path(sys.executable).name, "python", "python3"), \
-                f"the installer launched {args}"
-            super().__init__(args, *a, **k)
-
-    monkeypatch.setattr(subprocess, "Popen", Popen)
-    lines: list[str] = []
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    rc = deps.install(["fctl_tinydep"], target, extra=["--no-index", "--find-links",
-                                                      str(wheels)], log_fn=lines.append)
-    assert rc == 0, "\n".join(lines)
-    assert (target / "fctl_tinydep" / "__init__.py").is_file()
-    assert str(target) in sys.path
-    mod = importlib.import_module("fctl_tinydep")
-    assert mod.VALUE == 42
-    sys.modules.pop("fctl_tinydep", None)
-
-
-def test_installer_reports_failure(tmp_path):
-    lines: list[str] = []
-    rc = deps.install(["fctl_not_there"], tmp_path / "t", extra=["--no-index", "--find-links",
-                                                                 str(tmp_path)],
-                      log_fn=lines.append)
-    assert rc != 0
-    assert any("fctl_not_there" in line for line in lines)
+# the installer (pip run by QGIS's Python): tests/test_deps_install.py
 
 
 # ---------------------------------------------------------------- styling
@@ -307,18 +246,34 @@ def test_provider_reader_reads_xyz_tiles(tmp_path, qgis_app):
     assert reader.valid(0, 0, 8, 8, [1, 2, 3]).all()
 
 
-def test_plugin_hides_triton_and_torch_still_imports(tmp_path):
-    """triton's LLVM segfaults the QGIS desktop (see bootstrap.hide_triton): the plugin hides it
-    before torch/timm load, and they import and run without it."""
+def test_plugin_hides_triton_only_when_it_imports_torch(tmp_path):
+    """triton's LLVM segfaults the QGIS desktop (see engine.guard_torch_import): loading the
+    plugin or a torch-free engine module leaves triton alone; the plugin hides it right before
+    it first brings torch in, and torch/timm import and run without it."""
     import os
     import subprocess
 
-    code = ("import fctl_qgis, sys; import timm, torch; "
-            "assert sys.modules['triton'] is None; "
-            "m = timm.create_model('mobilenetv3_small_050', pretrained=False, features_only=True);"
+    code = ("import fctl_qgis, sys; from fctl_qgis import engine\n"
+            "assert 'triton' not in sys.modules and 'torch' not in sys.modules\n"
+            "engine.engine_import('inference.option_table', 'segment_options')\n"
+            "assert 'triton' not in sys.modules and 'torch' not in sys.modules\n"
+            "engine.engine_import('checkpoint', 'read_card')\n"
+            "assert 'torch' in sys.modules and sys.modules['triton'] is None\n"
+            "import timm, torch\n"
+            "m = timm.create_model('mobilenetv3_small_050', pretrained=False, features_only=True)\n"
             "print(len(m(torch.rand(1, 3, 64, 64))))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "5"
+
+
+def test_an_imported_triton_is_never_hidden(monkeypatch):
+    from fctl_qgis import bootstrap
+
+    sentinel = object()
+    monkeypatch.setitem(sys.modules, "triton", sentinel)
+    assert bootstrap.hide_triton() is False
+    bootstrap.unhide_triton()
+    assert sys.modules["triton"] is sentinel

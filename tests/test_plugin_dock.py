@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 from qgis.core import (QgsFeature, QgsGeometry, QgsPointXY, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsVectorLayer)
+                       QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 
 from plugin_fixtures import CLASSES, make_rgb, make_tiny_model
@@ -28,6 +28,7 @@ def dock(qgis_iface, tiny_model, tmp_path):
 
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
+    QgsSettings().remove("fctl")     # the dock restores the last choices: start from defaults
     d = FCtLDock(qgis_iface)
     d.model_widget.setFilePath(str(tiny_model))
     d.output_widget.setFilePath(str(tmp_path / "results"))
@@ -35,6 +36,7 @@ def dock(qgis_iface, tiny_model, tmp_path):
     yield d
     d.unload()
     d.deleteLater()
+    QgsSettings().remove("fctl")
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
 

@@ -183,6 +183,43 @@ def test_augmented_samples_keep_patch_labels_and_boxes_consistent():
     assert seen == {(1, 3, 30, 30)}
 
 
+def test_coarser_views_are_what_the_engine_reads_from_coarser_imagery(tmp_path):
+    """A coarser view is the image averaged down and enlarged back by GDAL, as the engine reads
+    a raster of twice the model's pixel size (a GDAL average warp, then its cubic VRT at the
+    model's pixel size); samples from it keep the sharp image's labels."""
+    from osgeo import gdal
+
+    from model_core.resample import coarser_view
+
+    img, label = scene(160, seed=4)
+    view = coarser_view(img, 2.0)
+    assert view.shape == img.shape and view.dtype == img.dtype
+    src = tmp_path / "sharp.tif"
+    write_geotiff(src, img)
+    small = gdal.Warp("", str(src), format="MEM", width=80, height=80, resampleAlg="average")
+    back = gdal.Translate("", small, format="MEM", width=160, height=160,
+                          resampleAlg="cubic").ReadAsArray()
+    assert np.array_equal(view, back)
+    # smoother than the image (fields' stripes are 4 px: averaged out by a factor of 2)
+    assert np.abs(np.diff(view.astype(float), axis=2)).mean() < \
+        0.5 * np.abs(np.diff(img.astype(float), axis=2)).mean()
+    config = tiny(patch_size=32, num_classes=4)
+    images = [LabelledImage("a", img, label)]
+    sampler = RandomSampler(images, config, augment=False, seed=5, coarser=(2.0,),
+                            coarser_prob=1.0)
+    assert np.array_equal(sampler.views[0][1], view)
+    windows = np.lib.stride_tricks.sliding_window_view(view, (3, 32, 32))[0]
+    for _ in range(3):
+        s = sampler.sample()
+        raw = (s.local[0].numpy() * 255).round().astype(np.uint8)
+        ys, xs = np.nonzero((windows == raw).all(axis=(2, 3, 4)))
+        assert len(ys), "the patch is not a window of the coarser view"
+        y, x = ys[0], xs[0]
+        assert np.array_equal(s.label[0].numpy(), label[y:y + 32, x:x + 32])
+    with pytest.raises(ValueError, match="above 1"):
+        RandomSampler(images, config, coarser=(0.5,))
+
+
 def test_global_context_commutes_with_the_transforms():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (3, 97, 97)).astype(np.uint8)

@@ -2,10 +2,17 @@
 (``make deploy``).
 
 Zip layout (QGIS "Install from ZIP"): one top folder ``fctl_qgis/`` holding the plugin modules,
-``metadata.txt`` (copied from the repository root), ``model_core/`` (the engine) and
-``resources/`` (icons and the default model), so that ``model_core.checkpoint.DEFAULT_MODEL``
-resolves inside the plugin. No compiled files, no tests. :func:`check_zip` applies
-qgis-plugin-ci-style checks to the result.
+its ``metadata.txt`` and ``LICENSE`` (GPL-2.0-or-later, from the repository root),
+``model_core/`` (the engine, imported by the plugin as ``fctl_qgis.model_core``, see
+``fctl_qgis/engine.py``) and ``resources/`` (icons, the default model and its licence note), so
+that the engine's ``DEFAULT_MODEL`` resolves inside the plugin. No compiled files, no tests.
+:func:`check_zip` applies qgis-plugin-ci-style checks to the result.
+
+Why not qgis-plugin-ci (2.10.0, tried): it packages ``git archive`` of the plugin folder only,
+and its ``--asset-path`` files keep their repository paths, so the engine and the model land in
+extra top folders (``model_core/``, ``resources/``) beside ``fctl_qgis/`` instead of inside it;
+it also refuses a tree with uncommitted changes or, with ``-c``, rewrites the working tree
+(``git reset --hard`` to a stash) when it is done.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "fctl_qgis"
 DEFAULT_MODEL = Path("resources") / "models" / "default.safetensors"
+MAX_ZIP_BYTES = 25 * 2 ** 20     # plugins.qgis.org's upload limit
+ABSOLUTE_ENGINE_IMPORT = re.compile(r"^\s*(from|import)\s+model_core\b", re.M)
 REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author",
                      "email", "repository")
 FORBIDDEN = re.compile(r"(__pycache__|\.pyc$|\.pyo$|\.so$|\.pyd$|(^|/)tests?/|(^|/)\.|"
@@ -44,23 +53,25 @@ def _files(folder: Path, base: Path) -> list[tuple[Path, str]]:
 
 def collect(root: Path = ROOT, default_model: Path | None = None) -> list[tuple[Path, str]]:
     """(source file, path inside the zip) of everything the plugin needs."""
-    metadata = root / "metadata.txt"
-    if not metadata.is_file():
-        raise PackageError(f"{metadata} is missing: the plugin needs its metadata.txt")
+    for needed, why in ((root / PLUGIN / "metadata.txt", "the plugin needs its metadata.txt"),
+                        (root / "LICENSE", "the zip must carry the licence (GPL-2.0-or-later)")):
+        if not needed.is_file():
+            raise PackageError(f"{needed} is missing: {why}")
     model = default_model or root / DEFAULT_MODEL
     if not Path(model).is_file():
         raise PackageError(f"the default model {model} is missing: train or copy it there "
                            "(see README, 'Default model') before `make package`")
-    # fctl_qgis/metadata.txt is a link to the root file (for QGIS_PLUGINPATH=<repo>): copied below
-    items = [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / PLUGIN, root / PLUGIN)
-             if rel != "metadata.txt"]
-    items.append((metadata, f"{PLUGIN}/metadata.txt"))
+    items = [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / PLUGIN, root / PLUGIN)]
     # the benchmark is a development tool: it stays in the repository
     items += [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / "model_core", root)
               if p.suffix == ".py" and not rel.startswith("model_core/bench/")]
-    # the plugin needs the icons and the default model, not the repository's sample data
+    # the plugin needs the icons and the default model (with its licence note), not the
+    # repository's sample data
     items += [(p, f"{PLUGIN}/{rel}") for p, rel in _files(root / "resources" / "icons", root)]
     items.append((Path(model), f"{PLUGIN}/{DEFAULT_MODEL.as_posix()}"))
+    model_readme = root / DEFAULT_MODEL.parent / "README.md"
+    if model_readme.is_file():
+        items.append((model_readme, f"{PLUGIN}/{DEFAULT_MODEL.parent.as_posix()}/README.md"))
     for extra in ("LICENSE", "README.md"):
         if (root / extra).is_file():
             items.append((root / extra, f"{PLUGIN}/{extra}"))
@@ -118,12 +129,24 @@ def check_zip(path: Path) -> list[str]:
             problems.append("the default model is missing")
         if f"{PLUGIN}/model_core/__init__.py" not in names:
             problems.append("the engine (model_core) is missing")
+        if f"{PLUGIN}/LICENSE" not in names:
+            problems.append("the LICENSE file is missing")
+        absolute = [n for n in names if n.endswith(".py")
+                    and ABSOLUTE_ENGINE_IMPORT.search(z.read(n).decode("utf-8", "replace"))]
+        if absolute:
+            problems.append("these modules import a top-level model_core instead of the "
+                            f"plugin's own engine (use relative imports / fctl_qgis.engine): "
+                            f"{absolute[:5]}")
         for n in names:
             if n.endswith(".py"):
                 try:
                     compile(z.read(n), n, "exec", dont_inherit=True)
                 except SyntaxError as exc:
                     problems.append(f"{n} does not compile: {exc}")
+    size = path.stat().st_size
+    if size > MAX_ZIP_BYTES:
+        problems.append(f"the zip is {size / 2**20:.1f} MiB, over the {MAX_ZIP_BYTES / 2**20:.0f} "
+                        "MiB that plugins.qgis.org accepts: ship a smaller default model")
     return problems
 
 

@@ -13,71 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import platform
-import tempfile
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from ..config import FCtLConfig
-from .patches import _device
-from .rasters import _synthetic_raster, time_reads  # noqa: F401 - used by the tests
-from .report import to_markdown
-from .suite import run_section
-
-log = logging.getLogger(__name__)
-
-
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    device = _device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.rasters:
-        try:
-            import osgeo  # noqa: F401
-        except ImportError:
-            log.warning("GDAL is not installed: whole-raster benchmarks skipped")
-            args.rasters = []
-    base = dict(backbone=args.backbone, patch_size=args.patch_size, num_classes=7,
-                medium_context=args.medium_context, large_context=args.large_context)
-    report: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "device": str(device),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
-    with tempfile.TemporaryDirectory(prefix="fctl-bench-") as tmp:
-        tmp = Path(tmp)
-        main = run_section({"fctl": FCtLConfig(**base), "baseline": FCtLConfig.baseline(**base)},
-                           device, args, tmp)
-        report.update(main)
-        report["config"] = dict(base)
-        if args.default_model:
-            report["default_model"] = _default_model_section(device, args, tmp)
-    return report
-
-
-def _default_model_section(device: torch.device, args: argparse.Namespace, tmp: Path
-                           ) -> dict[str, Any]:
-    """The bundled default model's own configuration; its whole-raster runs use the model file
-    itself, so the FCtL rows are exactly what a user's default run costs."""
-    from ..checkpoint import DEFAULT_MODEL, read_card
-    from ..config import ablation_configs
-
-    cfg = read_card(DEFAULT_MODEL).config
-    configs = {"fctl": cfg, "baseline": ablation_configs(cfg)["fcn8s"]}
-    section = run_section(configs, device, args, tmp, {"fctl": Path(DEFAULT_MODEL)})
-    section["model"] = str(DEFAULT_MODEL)
-    return section
+from .polygons import parse_sizes
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .run import run_bench   # torch: imported when the bench runs, not for the parser
+    from .report import to_markdown
+
     report = run_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     md = to_markdown(report)
+    if report.get("polygons"):
+        from .polygons import to_markdown as polygons_markdown
+        md += polygons_markdown(report["polygons"])
     (out / "bench.md").write_text(md)
     print(md)
     print(f"written {out / 'bench.json'} and {out / 'bench.md'}")
@@ -103,4 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    default=[2448, 5000], help="raster sides to segment, e.g. 2448,5000 ('' = none)")
     p.add_argument("--no-default-model", dest="default_model", action="store_false",
                    help="skip the section of the bundled default model's own configuration")
+    p.add_argument("--polygons", type=parse_sizes, default=[],
+                   help="also time the polygon step alone on synthetic classes of these sizes, "
+                        "e.g. 5000,20000,100000x10000 (default: none)")
+    p.add_argument("--polygons-one-pass", action="store_true",
+                   help="with --polygons: also the former whole-band GDAL polygon step")
     p.set_defaults(func=_run)

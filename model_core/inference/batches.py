@@ -100,6 +100,7 @@ def run_patches(plan, source: PatchSource, predictor: Predictor, merger: Streami
             while queued < min(ahead_max, len(batches)):
                 queue_next()
         done = 0
+        skipped = deque(plan.skipped)   # not run (masked out), counted in plan order
         for patches in batches:
             if cancelled():
                 raise Cancelled("segmentation cancelled")
@@ -108,6 +109,15 @@ def run_patches(plan, source: PatchSource, predictor: Predictor, merger: Streami
                 queue_next()
             logits = predictor(batch)
             for j, patch in enumerate(batch.patches):
+                while skipped and _order(skipped[0]) < _order(patch):
+                    merger.skip(skipped.popleft())
                 merger.add(patch, logits[j], batch.valid[j])
             done += len(patches)
             report(end * done / total, f"patch {done}/{total}")
+        while skipped:
+            merger.skip(skipped.popleft())
+
+
+def _order(patch) -> tuple[int, int, int]:
+    """A patch's place in the plan's order (column group, row, column)."""
+    return patch.group, patch.row, patch.col

@@ -39,6 +39,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(choices=opt.choices, default=opt.default)
         elif opt.default is not None:
             kw["default"] = opt.default
+        if opt.metavar and not opt.positional:
+            kw.setdefault("metavar", opt.metavar)
         if opt.positional:
             parser.add_argument(opt.cli, **kw)
         else:

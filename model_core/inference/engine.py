@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointError, ModelCard, load_checkpoint
 from ..geometry import Window
 from .batches import run_patches
 from .context_map import SharedContextLayout
+from .mask import PolygonMask, open_mask
 from .merge import StreamingMerger
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
 from .patches import PatchSource
@@ -32,8 +33,9 @@ from .polygons import pixel_area, polygonize, sieve
 from .predict import Predictor, resolve_device, resolve_precision
 from .protocol import check_model
 from .reader import GdalReader, WindowReader
+from .stretch import InputScaling, resolve_scaling
 from .resolution import Resolution, close_vrt, open_vrt, plan_resolution, to_input_grid
-from .writers import NODATA, ClassRasterWriter, part_path, remove_quietly
+from .writers import NODATA, ClassRasterWriter, add_overviews, part_path, remove_quietly
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +87,16 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
                 native_reader.close()
         window = resolve_window((reader.width, reader.height), reader.geotransform,
                                 options.extent, _scaled_window(options.window, res))
+        mask = open_mask(options, reader)
+        window = mask.clip(window) if mask is not None else window
         _check_min_area(options, reader)
         bands = resolve_bands(options.bands, card.bands, reader.band_count,
                               model.config.in_chans)
-        scale = _scale(options.scale, card, reader)
+        scaling = resolve_scaling(options.scale, card.scale, reader, bands)
         if cancelled():
             raise Cancelled("segmentation cancelled before it started")
-        return _run(options, reader, window, model, card, bands, scale, device, report,
-                    cancelled, t0, res)
+        return _run(options, scaling.reader, window, model, card, bands, scaling, device,
+                    report, cancelled, t0, res, mask)
     finally:
         if own_reader:
             reader.close()
@@ -112,15 +116,18 @@ def _scaled_window(window, res: Resolution | None):
 # --------------------------------------------------------------------------- the run
 def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, int, int],
          model: torch.nn.Module, card: ModelCard, bands: list[int],
-         scale: tuple[float, float], device: torch.device, report: ProgressFn,
-         cancelled: CancelFn, t0: float, res: Resolution | None = None) -> SegmentResult:
+         scaling: InputScaling, device: torch.device, report: ProgressFn,
+         cancelled: CancelFn, t0: float, res: Resolution | None = None,
+         mask: PolygonMask | None = None) -> SegmentResult:
     cfg = model.config
     k = int(cfg.num_classes)
     p = int(cfg.patch_size)
     plan = make_plan((reader.width, reader.height), p, window, k, options.memory_mb,
                      options.min_overlap)
+    if mask is not None:
+        mask.restrict(plan)
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
-    source = PatchSource(reader, bands, scale, p, streams)
+    source = PatchSource(reader, bands, scaling.scale, p, streams)
     amp = resolve_precision(options.precision, device)
     predictor = Predictor(model, device, options.tta, amp=amp)
     wx, wy, ww, wh = window
@@ -141,7 +148,7 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
             report(0.0, f"encoding the global context ({name})")
             predictor.set_global(name, source.global_image())
         merger = StreamingMerger(plan, k, lambda x, y, lab: writer.write(x - wx, y - wy, lab),
-                                 NODATA)
+                                 NODATA, mask.window_pixels if mask is not None else None)
         end = _PATCH_END_WITH_VECTOR if options.vector else 0.98
         run_patches(plan, source, predictor, merger, options, report, cancelled, end)
         if not merger.done:
@@ -178,7 +185,9 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
             w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, bounds)
             out_size = (w, h)
             class_pixels = _histogram(raster_tmp, k)
-        _stamp(raster_tmp, res, ground)
+        _stamp(raster_tmp, res, ground, scaling.metadata())
+        report(0.99, "building overviews")
+        add_overviews(raster_tmp, is_cancelled=cancelled)
         if cancelled():
             raise Cancelled("segmentation cancelled")
         if options.vector:
@@ -305,21 +314,6 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
                      f"{' '.join(str(i) for i in range(1, min(in_chans, band_count) + 1))})")
 
 
-def _scale(requested: tuple[float, float] | None, card: ModelCard,
-           reader: WindowReader) -> tuple[float, float]:
-    if requested is not None:
-        lo, hi = (float(v) for v in requested)
-        if not hi > lo:
-            raise ValueError(f"scale {tuple(requested)} is empty: give lo hi with hi > lo")
-        return lo, hi
-    lo, hi = card.scale
-    dtype = np.dtype(getattr(reader, "dtype", np.uint8))
-    if dtype.kind in "ui" and dtype.itemsize > 1 and hi <= 255:
-        log.warning("the raster is %s but the model scales %g..%g to [0, 1]: brighter values "
-                    "are clipped; pass --scale LO HI for this data", dtype, lo, hi)
-    return lo, hi
-
-
 def _check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
     inputs = {os.path.realpath(p) for p in (options.input, getattr(reader, "path", None))
               if p and os.path.exists(p)}
@@ -345,6 +339,9 @@ def _check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
 
 
 def _check_folder(path: str, what: str) -> None:
+    if Path(path).is_dir():
+        raise ValueError(f"the {what} {path} is an existing folder: give the path of a "
+                         "file (in that folder, for instance)")
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise FileNotFoundError(f"the {what} folder {folder} does not exist: create it or "
@@ -376,8 +373,8 @@ def _check_min_area(options: SegmentOptions, reader: WindowReader) -> None:
                          "(--min-area-unit pixels)")
 
 
-def _stamp(path: Path, res: Resolution | None, ground) -> None:
-    """Record the processing resolution in the output's metadata."""
+def _stamp(path: Path, res: Resolution | None, ground, extra: dict[str, str]) -> None:
+    """Record the processing resolution and the input scaling in the output's metadata."""
     from osgeo import gdal
 
     ds = gdal.Open(str(path), gdal.GA_Update)
@@ -388,7 +385,7 @@ def _stamp(path: Path, res: Resolution | None, ground) -> None:
         md["FCTL_PROCESSING_PIXEL_SIZE_M"] = f"{ground.pixel_size_m:.6g}"
     if res is not None and res.raster_m:
         md["FCTL_INPUT_PIXEL_SIZE_M"] = f"{res.raster_m:.6g}"
-    ds.SetMetadata({**(ds.GetMetadata() or {}), **md})
+    ds.SetMetadata({**(ds.GetMetadata() or {}), **md, **extra})
     ds = None
 
 

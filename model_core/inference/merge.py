@@ -16,9 +16,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..geometry import Window
 from .plan import Patch, Plan
 
 WriteFn = Callable[[int, int, np.ndarray], None]   # (x, y) in raster pixels, labels (h, w)
+MaskFn = Callable[[Window], np.ndarray]            # patch window -> (P, P) bool
 
 
 class StreamingMerger:
@@ -29,10 +31,14 @@ class StreamingMerger:
         num_classes: K, the logits' first dimension.
         write: receives (x, y, labels) for each finished band, raster pixel coordinates.
         nodata: label of pixels without valid input.
+        mask: (P, P) bool of a patch window, False where the output is nodata whatever the
+            input (outside a polygon mask); patches not run are counted with :meth:`skip`.
     """
 
-    def __init__(self, plan: Plan, num_classes: int, write: WriteFn, nodata: int = 255) -> None:
+    def __init__(self, plan: Plan, num_classes: int, write: WriteFn, nodata: int = 255,
+                 mask: MaskFn | None = None) -> None:
         self.plan = plan
+        self.mask = mask
         self.k = num_classes
         self.write = write
         self.nodata = nodata
@@ -55,6 +61,16 @@ class StreamingMerger:
 
     def add(self, patch: Patch, logits: np.ndarray, valid: np.ndarray) -> None:
         """Add one patch's logits (K, P, P) and validity (P, P) (raster pixel placement)."""
+        if self.mask is not None:
+            valid = valid & self.mask(patch.window)
+        self._count(patch, logits, valid)
+
+    def skip(self, patch: Patch) -> None:
+        """Count a patch that was not run: none of its pixels is in the output (masked out)."""
+        self._count(patch, None, None)
+
+    def _count(self, patch: Patch, logits: np.ndarray | None, valid: np.ndarray | None
+               ) -> None:
         g = patch.group
         xe, ye = self.x_edges[g], self.y_edges
         px, py = int(patch.window.x), int(patch.window.y)
@@ -67,17 +83,20 @@ class StreamingMerger:
             y0, y1 = ye[j], ye[j + 1]
             for i in cols:
                 x0, x1 = xe[i], xe[i + 1]
-                part = logits[:, y0 - py:y1 - py, x0 - px:x1 - px]
                 key = (g, j, i)
                 cell = self._cells.get(key)
                 if cell is None:
-                    cell = [part.astype(np.float32, copy=True),
-                            valid[y0 - py:y1 - py, x0 - px:x1 - px].copy(), 0]
+                    cell = [None, None, 0]
                     self._cells[key] = cell
-                    self._live_bytes += cell[0].nbytes
-                    self.peak_cells_bytes = max(self.peak_cells_bytes, self._live_bytes)
-                else:
-                    cell[0] += part
+                if logits is not None:
+                    part = logits[:, y0 - py:y1 - py, x0 - px:x1 - px]
+                    if cell[0] is None:
+                        cell[0] = part.astype(np.float32, copy=True)
+                        cell[1] = valid[y0 - py:y1 - py, x0 - px:x1 - px].copy()
+                        self._live_bytes += cell[0].nbytes
+                        self.peak_cells_bytes = max(self.peak_cells_bytes, self._live_bytes)
+                    else:
+                        cell[0] += part
                 cell[2] += 1
                 if cell[2] == self.need[g][j, i]:
                     self._finish(key, cell)
@@ -89,13 +108,16 @@ class StreamingMerger:
     def _finish(self, key: tuple[int, int, int], cell: list) -> None:
         g, j, i = key
         del self._cells[key]
-        self._live_bytes -= cell[0].nbytes
         acc, valid = cell[0], cell[1]
-        labels = argmax_classes(acc)
-        self.class_pixels += np.bincount(labels[valid], minlength=self.k)[:self.k]
-        labels[~valid] = self.nodata
         group = self.plan.groups[g]
         xe, ye = self.x_edges[g], self.y_edges
+        if acc is None:   # only skipped patches: outside the mask
+            labels = np.full((ye[j + 1] - ye[j], xe[i + 1] - xe[i]), self.nodata, np.uint8)
+        else:
+            self._live_bytes -= acc.nbytes
+            labels = argmax_classes(acc)
+            self.class_pixels += np.bincount(labels[valid], minlength=self.k)[:self.k]
+            labels[~valid] = self.nodata
         band = self._bands.get((g, j))
         if band is None:
             band = [np.empty((ye[j + 1] - ye[j], group.own_x1 - group.own_x0), np.uint8),

@@ -23,8 +23,9 @@ from .options import SegmentOptions
 NUMBER_LISTS = {"extent": (float, 4), "window": (int, 4), "bands": (int, None),
                 "range": (float, 2)}
 SCALARS = {"bool": bool, "int": int, "float": float, "choice": str, "text": str}
-# Inputs and outputs each front end shows its own way (layer pickers, file dialogs).
-FILES = ("raster", "output", "vector", "model")
+# Inputs and outputs each front end shows its own way (layer pickers, file dialogs);
+# "polygons" is an input polygon layer (a vector file on the command line).
+FILES = ("raster", "output", "vector", "model", "polygons")
 KINDS = tuple(SCALARS) + tuple(NUMBER_LISTS) + FILES
 
 _FROM_OPTIONS = object()   # default: read from the SegmentOptions field
@@ -146,6 +147,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               processing="EXTENT", dock=True),
     RunOption("window", "window", "Pixel window", "Process only this pixel window.",
               cli="--window", metavar="XOFF YOFF XSIZE YSIZE"),
+    RunOption("mask", "polygons", "Segment only inside these polygons",
+              "Polygons outside which nothing is segmented (any CRS; a vector file OGR reads on "
+              "the command line; in QGIS any polygon layer, its selected features only when "
+              "asked): the area shrinks to their bounding box, patches touching none of them "
+              "are not run, pixels outside them are nodata and get no polygon; contexts still "
+              "come from the whole raster.", cli="--mask", metavar="POLYGONS",
+              processing="MASK", dock=True),
+    RunOption("mask_layer", "text", "Mask layer",
+              "Layer of the --mask file to use when it holds several (default: its only "
+              "layer).", cli="--mask-layer", metavar="NAME"),
     RunOption("device", "choice", "Device",
               "Where the network runs: auto = CUDA when available, else the CPU.",
               choices=("auto", "cpu", "cuda"), cli="--device", processing="DEVICE", dock=True),
@@ -209,8 +220,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               special="auto", cli="--read-workers", metavar="N", processing="READ_WORKERS",
               dock=True, advanced=True),
     RunOption("scale", "range", "Input value range",
-              "Raw value range mapped to [0, 1] (default: the model's).", cli="--scale",
-              metavar="LO HI"),
+              "Raw value range mapped to [0, 1], the same for every band. Default: the "
+              "model's for 8-bit rasters; other types (16-bit, float) are stretched per band "
+              "as QGIS shows them (2-98 % cumulative count cut onto the model's range, "
+              "recorded in the output's metadata).", cli="--scale",
+              metavar="LO HI", processing="SCALE", dock=True, advanced=True),
     RunOption("layer_name", "text", "Polygon layer name",
               "Name of the polygon layer in the GeoPackage.", cli="--layer"),
     RunOption("no_prefetch", "bool", "Do not prefetch",

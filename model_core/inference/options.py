@@ -29,6 +29,11 @@ class SegmentOptions:
         tta: test-time augmentation (flips x 90-degree rotations, 8 passes).
         extent: (xmin, ymin, xmax, ymax) in the raster's CRS; only that area is processed.
         window: (xoff, yoff, xsize, ysize) in pixels, the alternative to ``extent``.
+        mask: polygons (a vector file OGR reads, e.g. a GeoPackage; any CRS) outside which
+            nothing is segmented: the extent shrinks to their bounding box, patches without a
+            pixel inside them are not run, pixels outside them are nodata (no polygon);
+            contexts still come from the whole raster (:mod:`.mask`).
+        mask_layer: the mask's layer when its file holds several; None = its only layer.
         bands: 1-based bands fed to the network; None = the model's.
         scale: (lo, hi) raw range mapped to [0, 1]; None = the model's.
         min_area: sieve threshold for the polygons (and the raster when ``sieve_raster``).
@@ -68,6 +73,8 @@ class SegmentOptions:
     tta: bool = False
     extent: tuple[float, float, float, float] | None = None
     window: tuple[int, int, int, int] | None = None
+    mask: str | None = None
+    mask_layer: str | None = None
     bands: list[int] | None = None
     scale: tuple[float, float] | None = None
     min_area: float = 0.0

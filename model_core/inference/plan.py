@@ -44,7 +44,8 @@ class ColumnGroup:
 
 @dataclass
 class Plan:
-    """The run: raster size, processed window, patch starts, column groups, patches in order."""
+    """The run: raster size, processed window, patch starts, column groups, patches in order;
+    ``skipped``: patches not run (outside a polygon mask, :mod:`.mask`), in order too."""
 
     raster_size: tuple[int, int]
     patch_size: int
@@ -53,6 +54,7 @@ class Plan:
     ys: list[int]
     groups: list[ColumnGroup]
     patches: list[Patch] = field(default_factory=list)
+    skipped: list[Patch] = field(default_factory=list)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -1,33 +1,47 @@
-"""Class polygons: GDAL sieve (minimum area) then polygonise to a GeoPackage layer.
+"""Class polygons: sieve (minimum area) then polygonise to a GeoPackage layer, in bounded memory.
 
 Fields: ``class_id`` (int), ``class_name`` (str), ``area`` (real): square metres on the ground
 in every CRS (planar in projected CRSs, whatever their unit; on the ellipsoid in geographic ones,
 :mod:`model_core.ground`), pixels only for rasters without a CRS; the layer's description says
-which. Nodata pixels get no polygon; invalid
-geometries are repaired with MakeValid. Both passes stream through GDAL (scanline algorithms),
-so memory grows with the number of polygons, not with the raster.
+which. Nodata pixels get no polygon; invalid geometries are repaired with MakeValid.
+
+Memory stays flat whatever the raster's size and the number of polygons:
+
+* sieving runs GDAL's filter tile by tile, each tile inside a halo twice the threshold wide
+  (:mod:`.polygon_sieve`): the same regions go as in one pass over the raster;
+* polygonising runs GDAL's polygoniser on strips of rows and unions the pieces of regions that
+  cross strip borders (:mod:`.polygon_strips`): the same polygons as one pass, up to vertex
+  order; only one region at a time is ever held whole;
+* features are written in transactions of :data:`TRANSACTION_FEATURES`, with a spatial index,
+  and GDAL's block cache is emptied after each strip or row of tiles.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..checkpoint import ClassInfo
 from .options import Cancelled, CancelFn
+from .polygon_sieve import sieve_bands
+from .polygon_strips import DEFAULT_STRIP_PIXELS, iter_regions, polygon_parts, to_map
+
+if TYPE_CHECKING:   # the checkpoint module imports torch; polygons need only GDAL
+    from ..checkpoint import ClassInfo
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float], None]
 
+# as writers.CREATION_OPTIONS (kept here: that module imports torch, polygons need only GDAL)
+CREATION_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
 
-def _gdal_progress(progress: ProgressFn | None, is_cancelled: CancelFn | None):
-    def callback(fraction, _message, _data):
-        if progress is not None:
-            progress(float(fraction))
-        return 0 if (is_cancelled is not None and is_cancelled()) else 1
-    return callback
+# features per GeoPackage transaction: large enough for speed, small enough that SQLite's
+# journal and page cache stay small
+TRANSACTION_FEATURES = 20_000
+
+_polygons = polygon_parts   # former name, kept for callers
 
 
 def pixel_area(geotransform: Sequence[float] | None) -> float:
@@ -45,46 +59,89 @@ def sieve(src_path: str | Path, dst_path: str | Path | None, threshold_px: int,
     GeoTIFF with the same georeferencing, colour table and nodata."""
     from osgeo import gdal
 
-    from .writers import CREATION_OPTIONS
-
-    src = gdal.Open(str(src_path), gdal.GA_Update if dst_path is None else gdal.GA_ReadOnly)
+    in_place = dst_path is None
+    # In place, tiles must still read their halo unsieved: sieve into a sibling, copy back.
+    target = Path(str(src_path) + ".sieving.tif") if in_place else Path(dst_path)
+    src = gdal.Open(str(src_path), gdal.GA_ReadOnly)
     if src is None:
         raise OSError(f"cannot open {src_path} to sieve it: {gdal.GetLastErrorMsg()}")
+    dst = None
+    try:
+        dst = _create_like(src, target)
+        sieve_bands(src.GetRasterBand(1), dst.GetRasterBand(1), threshold_px,
+                    progress=None if progress is None else
+                    (lambda f: progress(0.9 * f if in_place else f)),
+                    is_cancelled=is_cancelled)
+        dst.FlushCache()
+        src = None
+        if in_place:
+            _copy_band(dst.GetRasterBand(1), str(src_path), is_cancelled)
+            if progress is not None:
+                progress(1.0)
+    finally:
+        dst = src = None
+        if in_place:
+            _remove(target)
+
+
+def _create_like(src, path: Path):
+    """A new GeoTIFF of ``src``'s size, georeferencing, nodata and colour table."""
+    from osgeo import gdal
+
     sband = src.GetRasterBand(1)
-    if dst_path is None:
-        dst, dband = src, sband
-    else:
-        dst = gdal.GetDriverByName("GTiff").Create(str(dst_path), src.RasterXSize,
-                                                   src.RasterYSize, 1, gdal.GDT_Byte,
-                                                   options=CREATION_OPTIONS)
-        if dst is None:
-            raise OSError(f"cannot create {dst_path}: {gdal.GetLastErrorMsg()}")
-        gt = src.GetGeoTransform(can_return_null=True)
-        if gt is not None:
-            dst.SetGeoTransform(gt)
-        dst.SetProjection(src.GetProjection())
-        dband = dst.GetRasterBand(1)
+    dst = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 1,
+                                               sband.DataType, options=CREATION_OPTIONS)
+    if dst is None:
+        raise OSError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
+    gt = src.GetGeoTransform(can_return_null=True)
+    if gt is not None:
+        dst.SetGeoTransform(gt)
+    dst.SetProjection(src.GetProjection())
+    dband = dst.GetRasterBand(1)
+    if sband.GetNoDataValue() is not None:
         dband.SetNoDataValue(sband.GetNoDataValue())
-        if sband.GetColorTable() is not None:
-            dband.SetColorTable(sband.GetColorTable())
-    err = gdal.SieveFilter(sband, sband.GetMaskBand(), dband, int(threshold_px), 4,
-                           callback=_gdal_progress(progress, is_cancelled))
-    dst.FlushCache()
-    dband = sband = None
-    dst = src = None
-    if is_cancelled is not None and is_cancelled():
-        raise Cancelled("segmentation cancelled while sieving")
-    if err != 0:
-        raise OSError(f"sieving {src_path} failed: {gdal.GetLastErrorMsg()}")
+    if sband.GetColorTable() is not None:
+        dband.SetColorTable(sband.GetColorTable())
+    return dst
+
+
+def _copy_band(band, path: str, is_cancelled: CancelFn | None, rows: int = 1024) -> None:
+    """Copy ``band`` into band 1 of the raster ``path`` (same size), ``rows`` at a time."""
+    from osgeo import gdal
+
+    ds = gdal.Open(path, gdal.GA_Update)
+    if ds is None:
+        raise OSError(f"cannot open {path} to write the sieved classes back: "
+                      f"{gdal.GetLastErrorMsg()}")
+    out = ds.GetRasterBand(1)
+    for y in range(0, band.YSize, rows):
+        if is_cancelled is not None and is_cancelled():
+            raise Cancelled("segmentation cancelled while sieving")
+        n = min(rows, band.YSize - y)
+        out.WriteArray(band.ReadAsArray(0, y, band.XSize, n), 0, y)
+        out.FlushCache()
+        band.FlushCache()
+    ds.FlushCache()
+    out = ds = None
+
+
+def _remove(path: Path) -> None:
+    for p in (path, Path(str(path) + ".aux.xml")):
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
 
 
 def polygonize(raster_path: str | Path, gpkg_path: str | Path, layer_name: str,
                classes: Sequence[ClassInfo], progress: ProgressFn | None = None,
-               is_cancelled: CancelFn | None = None) -> int:
+               is_cancelled: CancelFn | None = None,
+               strip_pixels: int = DEFAULT_STRIP_PIXELS) -> int:
     """Polygons of the class raster into a new GeoPackage; returns the number of features.
 
-    On any error or cancellation the files are closed before the exception leaves, so the
-    caller can delete them (an open file cannot be deleted on Windows).
+    ``strip_pixels``: pixels polygonised at once (memory, not the result, depends on it). On any
+    error or cancellation the files are closed before the exception leaves, so the caller can
+    delete them (an open file cannot be deleted on Windows).
     """
     from osgeo import gdal, ogr
 
@@ -95,107 +152,71 @@ def polygonize(raster_path: str | Path, gpkg_path: str | Path, layer_name: str,
     if out is None:
         raise OSError(f"cannot create {gpkg_path}: {gdal.GetLastErrorMsg()}")
     try:
-        return _polygonize_into(ds, out, layer_name, classes, progress, is_cancelled)
+        return _polygonize_into(ds, out, layer_name, classes, progress, is_cancelled,
+                                strip_pixels)
     finally:
         out = ds = None   # closes both, also when an exception is on its way out
 
 
 def _polygonize_into(ds, out, layer_name: str, classes: Sequence[ClassInfo],
-                     progress: ProgressFn | None, is_cancelled: CancelFn | None) -> int:
+                     progress: ProgressFn | None, is_cancelled: CancelFn | None,
+                     strip_pixels: int) -> int:
     from osgeo import gdal, ogr, osr
 
     from ..ground import ground_of
 
-    band = ds.GetRasterBand(1)
     wkt = ds.GetProjection()
     gt = ds.GetGeoTransform(can_return_null=True)
     ground = ground_of(gt, wkt, ds.RasterXSize, ds.RasterYSize)
-    if ground.known:
-        area_of, unit = ground.area_transform(), "square metres"
-    else:
-        per_px = pixel_area(gt)
-        area_of, unit = (lambda g: g.GetArea() / per_px), "pixels"
+    # areas in pixels are taken on the pixel-coordinate polygon (exact, any geotransform)
+    area_of, unit = (ground.area_transform(), "square metres") if ground.known else \
+        (None, "pixels")
     srs = None
     if wkt:
         srs = osr.SpatialReference()
         srs.ImportFromWkt(wkt)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon,
-                            options=["GEOMETRY_NAME=geom",
+                            options=["GEOMETRY_NAME=geom", "SPATIAL_INDEX=YES",
                                      f"DESCRIPTION=FCtL classes; area in {unit}"])
     if layer is None:
         raise OSError(f"cannot create layer {layer_name!r}: {gdal.GetLastErrorMsg()}")
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
     layer.CreateField(ogr.FieldDefn("area", ogr.OFTReal))
-
-    def step(f: float) -> None:   # polygonising is 80% of this step, the fields the rest
-        if progress is not None:
-            progress(f)
-
-    def stop() -> bool:
-        return is_cancelled is not None and bool(is_cancelled())
-
+    defn = layer.GetLayerDefn()
+    names = {c.id: c.name for c in classes}
+    count = repaired = 0
+    in_transaction = False
     try:
         layer.StartTransaction()
-        err = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [],
-                              callback=_gdal_progress(lambda f: step(0.8 * f), is_cancelled))
-        layer.CommitTransaction()
-        if stop():
-            raise Cancelled("segmentation cancelled while polygonising")
-        if err != 0:
-            raise OSError(f"polygonising failed: {gdal.GetLastErrorMsg()}")
-
-        names = {c.id: c.name for c in classes}
-        total = max(layer.GetFeatureCount(), 1)
-        repaired = 0
-        layer.StartTransaction()
-        fids = [f.GetFID() for f in layer]
-        for n, fid in enumerate(fids):
-            feat = layer.GetFeature(fid)
-            cid = feat.GetFieldAsInteger("class_id")
-            geom = feat.GetGeometryRef()
-            pieces = [geom]
-            if not geom.IsValid():
+        in_transaction = True
+        for value, piece, known_valid in iter_regions(ds.GetRasterBand(1), strip_pixels,
+                                                      progress, is_cancelled):
+            parts = [piece]
+            if not known_valid and not piece.IsValid():
                 repaired += 1
-                pieces = _polygons(geom.MakeValid())
-            for i, piece in enumerate(pieces):
-                f = feat if i == 0 else ogr.Feature(layer.GetLayerDefn())
-                f.SetField("class_id", cid)
-                f.SetField("class_name", names.get(cid, f"class {cid}"))
-                f.SetField("area", area_of(piece))
-                f.SetGeometry(piece)
-                if i == 0:
-                    layer.SetFeature(f)
-                else:
-                    layer.CreateFeature(f)
-            if not pieces:
-                layer.DeleteFeature(fid)
-            if n % 2000 == 0:
-                step(0.8 + 0.2 * n / total)
-                if stop():
-                    raise Cancelled("segmentation cancelled while polygonising")
+                parts = polygon_parts(piece.MakeValid())
+            for part in parts:
+                geom = to_map(part, gt)
+                feat = ogr.Feature(defn)
+                feat.SetField(0, int(value))
+                feat.SetField(1, names.get(int(value), f"class {value}"))
+                feat.SetField(2, area_of(geom) if area_of is not None else part.GetArea())
+                feat.SetGeometryDirectly(geom)
+                if layer.CreateFeature(feat) != 0:
+                    raise OSError(f"cannot write polygon {count + 1}: {gdal.GetLastErrorMsg()}")
+                count += 1
+                if count % TRANSACTION_FEATURES == 0:
+                    layer.CommitTransaction()
+                    layer.StartTransaction()
         layer.CommitTransaction()
+        in_transaction = False
         if repaired:
             log.info("repaired %d invalid polygon(s) with MakeValid", repaired)
-        return layer.GetFeatureCount()
+        return count
     finally:
+        if in_transaction:
+            layer.RollbackTransaction()
         # drop every handle of this frame: a traceback keeps the frame (and files) alive
-        feat = f = geom = pieces = band = layer = ds = out = None  # noqa: F841
-
-
-def _polygons(geom) -> list:
-    """Polygonal parts of a MakeValid result (lines and points of collapsed parts dropped)."""
-    from osgeo import ogr
-
-    if geom is None or geom.IsEmpty():
-        return []
-    t = ogr.GT_Flatten(geom.GetGeometryType())
-    if t == ogr.wkbPolygon:
-        return [geom.Clone()]
-    if t in (ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
-        out = []
-        for i in range(geom.GetGeometryCount()):
-            out.extend(_polygons(geom.GetGeometryRef(i)))
-        return out
-    return []
+        feat = geom = piece = parts = part = layer = defn = ds = out = None  # noqa: F841

@@ -67,6 +67,14 @@ class WindowReader(abc.ABC):
         reader cannot open one (then the engine reads in a single thread)."""
         return None
 
+    def cumulative_cut(self, band: int, low: float, high: float) -> tuple[float, float] | None:
+        """Raw values at the ``low`` and ``high`` percent of band ``band``'s cumulative count
+        (nodata and NaN excluded), from a bounded sample; None when the band has no valid
+        pixel. Used to stretch rasters that are not 8-bit (:mod:`.stretch`)."""
+        from .stretch import sampled_cut
+
+        return sampled_cut(self, band, low, high)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the source."""
 
@@ -83,9 +91,10 @@ class GdalReader(WindowReader):
     Decimated reads (``out_w``/``out_h`` smaller than the window) average the source pixels
     (``GRIORA_Average``, nodata excluded) and use the file's overviews only when they hold area
     means (checked on a sample, :func:`averaging_overviews`): contexts must be the area means the
-    model was trained on. The file itself is never modified (no overviews are built). Reads by integral factors of integer
-    rasters without overviews or nodata take the faster, value-identical numpy path of
-    :mod:`.decimate`.
+    model was trained on. The file itself is never modified (no overviews are built, no
+    statistics saved). Reads by integral factors of integer rasters without overviews or nodata
+    take the faster, value-identical numpy path of :mod:`.decimate`. A block GDAL cannot read
+    (truncated or corrupt file) raises :class:`RasterReadError` naming the file and the block.
     """
 
     def __init__(self, path: str, overviews: bool | None = None) -> None:
@@ -143,18 +152,21 @@ class GdalReader(WindowReader):
             else gdal.GRIORA_NearestNeighbour
 
         def gdal_read() -> np.ndarray:
-            arr = self._ds.ReadAsArray(int(xoff), int(yoff), int(xsize), int(ysize),
-                                       buf_xsize=int(out_w), buf_ysize=int(out_h),
-                                       buf_type=gdal.GDT_Float32, resample_alg=resample,
-                                       band_list=unique)
-            if arr is None:
-                raise OSError(f"GDAL could not read window ({xoff}, {yoff}, {xsize}, {ysize}) "
-                              f"of {self.path}: {gdal.GetLastErrorMsg() or 'unknown error'}")
+            arr = self._gdal_call(xoff, yoff, xsize, ysize, unique, lambda: self._ds.ReadAsArray(
+                int(xoff), int(yoff), int(xsize), int(ysize), buf_xsize=int(out_w),
+                buf_ysize=int(out_h), buf_type=gdal.GDT_Float32, resample_alg=resample,
+                band_list=unique))
             return arr.reshape(len(unique), out_h, out_w)
 
         factors = self._boxes.factors(xsize, ysize, out_w, out_h)
-        arr = gdal_read() if factors is None else \
-            self._boxes.read(xoff, yoff, xsize, ysize, unique, factors, gdal_read)
+        if factors is None:
+            arr = gdal_read()
+        else:   # a failed numpy-path read falls back to gdal_read, which reports it
+            gdal.PushErrorHandler("CPLQuietErrorHandler")
+            try:
+                arr = self._boxes.read(xoff, yoff, xsize, ysize, unique, factors, gdal_read)
+            finally:
+                gdal.PopErrorHandler()
         return _in_band_order(arr, unique, bands)
 
     def read_native(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
@@ -163,12 +175,8 @@ class GdalReader(WindowReader):
             return self.read(xoff, yoff, xsize, ysize, bands)
         self._check(xoff, yoff, xsize, ysize, bands)
         unique = sorted(set(int(b) for b in bands))
-        arr = self._ds.ReadAsArray(int(xoff), int(yoff), int(xsize), int(ysize), band_list=unique)
-        if arr is None:
-            from osgeo import gdal
-
-            raise OSError(f"GDAL could not read window ({xoff}, {yoff}, {xsize}, {ysize}) of "
-                          f"{self.path}: {gdal.GetLastErrorMsg() or 'unknown error'}")
+        arr = self._gdal_call(xoff, yoff, xsize, ysize, unique, lambda: self._ds.ReadAsArray(
+            int(xoff), int(yoff), int(xsize), int(ysize), band_list=unique))
         return _in_band_order(arr.reshape(len(unique), ysize, xsize), unique, bands)
 
     def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
@@ -178,17 +186,74 @@ class GdalReader(WindowReader):
         for b in sorted(set(int(b) for b in bands)):
             if self._all_valid[b - 1]:
                 continue
-            m = self._ds.GetRasterBand(b).GetMaskBand().ReadAsArray(xoff, yoff, xsize, ysize)
-            if m is None:
-                raise OSError(f"GDAL could not read the mask of band {b} of {self.path}")
+            m = self._gdal_call(xoff, yoff, xsize, ysize, [b], lambda: self._ds.GetRasterBand(
+                b).GetMaskBand().ReadAsArray(xoff, yoff, xsize, ysize), what="the mask of ")
             mask &= m != 0
         return mask
+
+    def _gdal_call(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int],
+                   call, what: str = "") -> np.ndarray:
+        """``call()`` (a GDAL read of that window) with GDAL's messages kept out of the
+        console; a failure (a truncated or corrupt file) raises :class:`RasterReadError`
+        naming the file, the bands and the block."""
+        from osgeo import gdal
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")   # per thread: safe in reading threads
+        gdal.ErrorReset()
+        try:
+            arr, msg = call(), gdal.GetLastErrorMsg()
+        except RuntimeError as exc:   # GDAL's exceptions, when the host turned them on
+            arr, msg = None, str(exc)
+        finally:
+            gdal.PopErrorHandler()
+        if arr is None:
+            raise RasterReadError(self.path, (xoff, yoff, xsize, ysize), bands,
+                                  msg or "unknown error", what)
+        return arr
+
+    def cumulative_cut(self, band: int, low: float, high: float) -> tuple[float, float] | None:
+        # Pixels read, not GDAL's histogram: that one is cached into an .aux.xml next to the
+        # input, which is never modified. Whole band when small, else an overview of a few
+        # million pixels, else whole blocks spread over the band (cheap whatever its size).
+        from .stretch import SAMPLE_PIXELS, percentile_cut, sample_windows, valid_values
+
+        self._check(0, 0, 1, 1, [band])
+        b = self._ds.GetRasterBand(band)
+        nd = self.nodata[band - 1]
+        src, windows, what = b, [(0, 0, self.width, self.height)], ""
+        if self.width * self.height > 4 * SAMPLE_PIXELS:
+            levels = [(i, b.GetOverview(i)) for i in range(b.GetOverviewCount())]
+            levels = [(i, o) for i, o in levels if o is not None
+                      and SAMPLE_PIXELS <= o.XSize * o.YSize <= 16 * SAMPLE_PIXELS]
+            if levels:
+                i, src = min(levels, key=lambda lv: lv[1].XSize * lv[1].YSize)
+                windows, what = [(0, 0, src.XSize, src.YSize)], f"overview {i + 1} of "
+            else:
+                windows = sample_windows(self.width, self.height, b.GetBlockSize(),
+                                         4 * SAMPLE_PIXELS)
+        values = [valid_values(self._gdal_call(x, y, w, h, [band], lambda: src.ReadAsArray(
+            x, y, w, h), what), nd) for x, y, w, h in windows]
+        return percentile_cut(np.concatenate(values), low, high)
 
     def reopen(self) -> "GdalReader":
         return GdalReader(self.path, self.overviews)
 
     def close(self) -> None:
         self._ds = None
+
+
+class RasterReadError(OSError):
+    """GDAL failed to read a block of the input: the file is truncated or corrupt."""
+
+    def __init__(self, path: str, window: tuple[int, int, int, int], bands: Sequence[int],
+                 reason: str, what: str = "") -> None:
+        x, y, w, h = (int(v) for v in window)
+        band_list = ", ".join(str(b) for b in bands)
+        super().__init__(f"cannot read {what}pixels x {x}..{x + w - 1}, y {y}..{y + h - 1} "
+                         f"(band {band_list}) of {path}: {reason.strip().rstrip('.')}. The file is "
+                         "truncated or corrupt: copy or export it again (gdalinfo -checksum "
+                         "shows which blocks fail)")
+        self.path, self.window = path, (x, y, w, h)
 
 
 def _in_band_order(arr: np.ndarray, unique: list[int], bands: Sequence[int]) -> np.ndarray:

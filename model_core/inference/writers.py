@@ -1,7 +1,8 @@
 """The classified GeoTIFF: uint8 class ids, tiled and DEFLATE-compressed, with the model's colour
 table and category names, nodata = 255 (:data:`NODATA`) where the input had no valid pixel.
 
-It is written to ``<output>.part`` next to the output and renamed into place only by
+Results over :data:`OVERVIEW_MIN_SIZE` px get internal overviews (:func:`add_overviews`). It is
+written to ``<output>.part`` next to the output and renamed into place only by
 :meth:`ClassRasterWriter.commit`; :meth:`ClassRasterWriter.abort` removes it. GDAL keeps the
 category names in a ``.aux.xml`` side file, which follows the raster.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 NODATA = 255
 CREATION_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+OVERVIEW_MIN_SIZE = 512     # px on the longer side: smaller results get no overviews
+OVERVIEW_SMALLEST = 256     # halve until the smallest level's longer side is at most this
 
 
 def part_path(path: str | Path, suffix: str = ".part") -> Path:
@@ -98,14 +102,23 @@ class ClassRasterWriter:
             self._ds = None
 
     def commit(self) -> Path:
-        """Close and move the temporary file (and its .aux.xml) into place."""
+        """Close and move the temporary file (and its .aux.xml) into place.
+
+        The raster moves first: when that fails nothing at ``path`` has changed (the caller's
+        :meth:`abort` removes the temporary pair); when its side file then fails to follow, the
+        half-published pair is removed rather than left with another run's categories.
+        """
         self.close()
-        stale = aux_path(self.path)
-        if aux_path(self.tmp).exists():
-            os.replace(aux_path(self.tmp), stale)
-        elif stale.exists():
-            stale.unlink()
+        final_aux = aux_path(self.path)
         os.replace(self.tmp, self.path)
+        try:
+            if aux_path(self.tmp).exists():
+                os.replace(aux_path(self.tmp), final_aux)
+            else:
+                final_aux.unlink(missing_ok=True)
+        except BaseException:
+            remove_quietly(self.path)
+            raise
         return self.path
 
     def abort(self) -> None:
@@ -113,6 +126,55 @@ class ClassRasterWriter:
         self._band = None
         self._ds = None
         remove_quietly(self.tmp)
+
+
+def add_overviews(path: str | Path, is_cancelled: Callable[[], bool] | None = None) -> int:
+    """Build internal overviews (mode of the class ids, so every level holds real ids and
+    nodata) into the GeoTIFF ``path`` when it is larger than :data:`OVERVIEW_MIN_SIZE`, halving
+    until the smallest level fits :data:`OVERVIEW_SMALLEST`: a 20,000 px result then pans
+    smoothly in QGIS. GDAL works block by block (memory bounded by its block cache). Returns
+    the number of levels; 0 when the raster is small or ``is_cancelled()`` turned True (the
+    caller raises the cancellation)."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    if ds is None:
+        raise OSError(f"cannot open {path} to add overviews: {gdal.GetLastErrorMsg()}")
+    size = max(ds.RasterXSize, ds.RasterYSize)
+    if size <= OVERVIEW_MIN_SIZE:
+        return 0
+    levels = []
+    while size / 2 ** len(levels) > OVERVIEW_SMALLEST:
+        levels.append(2 ** (len(levels) + 1))
+
+    def progress(fraction, message, data) -> int:
+        return 0 if is_cancelled is not None and is_cancelled() else 1
+
+    # the overviews take the file's DEFLATE compression
+    with _config({"COMPRESS_OVERVIEW": "DEFLATE", "GDAL_TIFF_OVR_BLOCKSIZE": "256"}):
+        err = ds.BuildOverviews("MODE", levels, progress)
+    ds = None
+    if err != gdal.CE_None:
+        if is_cancelled is not None and is_cancelled():
+            return 0
+        raise OSError(f"building the overviews of {path} failed: {gdal.GetLastErrorMsg()} "
+                      "(disk full?)")
+    return len(levels)
+
+
+@contextmanager
+def _config(options: dict[str, str]) -> Iterator[None]:
+    """GDAL configuration options set for this thread only, restored afterwards."""
+    from osgeo import gdal
+
+    old = {k: gdal.GetThreadLocalConfigOption(k, None) for k in options}
+    for k, v in options.items():
+        gdal.SetThreadLocalConfigOption(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            gdal.SetThreadLocalConfigOption(k, v)
 
 
 def color_table(classes: Sequence[ClassInfo]):

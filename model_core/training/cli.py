@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import FCtLConfig, ablation_configs
 from .datasets import add_data_args, data_info, load_split
-from .loop import TrainConfig
+from .settings import TrainConfig
 
 log = logging.getLogger(__name__)
 

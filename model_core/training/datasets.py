@@ -9,7 +9,7 @@ import numpy as np
 
 from .data import (DEEPGLOBE_CLASSES, DEEPGLOBE_IGNORE, INRIA_CLASSES, LabelledImage,
                    load_deepglobe, load_inria, load_raster_pair, parse_ids)
-from .loop import DataInfo
+from .settings import DataInfo
 
 LAYOUTS = ("deepglobe", "inria", "raster")
 

@@ -15,12 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..checkpoint import ModelCard, load_checkpoint
 from .metrics import Scores, confusion_matrix
+
+if TYPE_CHECKING:
+    from ..checkpoint import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
              shared_context: bool = True, precision: str = "auto") -> dict[str, Any]:
     """Scores of a model on ``items`` for each TTA mode: {"no_tta": {...}, "tta": {...}}."""
     if model is None:
+        from ..checkpoint import load_checkpoint
+
         model, card = load_checkpoint(model_path, "cpu")
     assert card is not None
     k = card.config.num_classes
@@ -136,7 +140,7 @@ def items_from_args(args: argparse.Namespace) -> list[EvalItem]:
 def record_scores(model_path: str | None, key: str, results: dict[str, Any]) -> None:
     """Store the scores (without confusion matrices) in the checkpoint's provenance, rewriting
     the file atomically; the weights are unchanged."""
-    from ..checkpoint import save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
     if not model_path:
         raise ValueError("--record needs an explicit --model file to rewrite")

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,58 +31,11 @@ from .data import LabelledImage
 from .metrics import Scores, confusion_matrix
 from .pretrained import init_from_checkpoint, init_pretrained
 from .sampling import RandomSampler
+from .settings import DataInfo, TrainConfig
 
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "seconds")
-
-
-@dataclass
-class TrainConfig:
-    """How to train. The optimiser is the paper's (Adam, poly decay 0.9, focal gamma 3); the
-    named budgets and their learning rates are the command line's ``--recipe`` (quick, paper).
-
-    ``steps_per_epoch`` counts mini-batches of ``batch_size`` random patches; the optimizer steps
-    every ``accumulate`` mini-batches (effective batch = batch_size x accumulate).
-    """
-
-    epochs: int = 10
-    steps_per_epoch: int = 100
-    batch_size: int = 4
-    accumulate: int = 2
-    lr: float = 5e-5
-    poly_power: float = 0.9
-    focal_gamma: float = 3.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    pretrained: str | None = "imagenet"
-    augment: bool = True
-    val_batch_size: int = 4
-    threads: int | None = None
-    # Validation runs the streaming engine in the mode users run (shared medium context).
-    val_shared_context: bool = True
-    # An FCtL checkpoint whose tensors initialise the network (matched by name and shape).
-    init_from: str | None = None
-    # Coarser-capture views (factors > 1) and how often a sample comes from one: teaches the
-    # model imagery coarser than its pixel size, as the engine enlarges it.
-    coarser: tuple[float, ...] = ()
-    coarser_prob: float = 0.5
-
-
-@dataclass
-class DataInfo:
-    """What the card records about the data: classes, ignore class, bands, scaling, GSD."""
-
-    classes: list[tuple[int, str, tuple[int, int, int]]]
-    ignore_index: int | None
-    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
-    scale: tuple[float, float] = (0.0, 255.0)
-    gsd: float | None = None
-    name: str = "FCtL model"
-    description: str = ""
-    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def poly_lr(step: int, total: int, power: float) -> float:
@@ -140,8 +93,14 @@ def write_array(path: Path, image: np.ndarray) -> None:
 def train(config: FCtLConfig, train_images: list[LabelledImage],
           val_images: list[LabelledImage], info: DataInfo, out_dir: str | Path,
           tc: TrainConfig | None = None, resume: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``config`` on ``train_images``, select on ``val_images``; returns the summary."""
+          on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          on_step: Callable[[int, float], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train ``config`` on ``train_images``, select on ``val_images``; returns the summary.
+
+    ``on_step(step, loss)`` follows every mini-batch (1-based over all epochs); ``should_stop``
+    is polled before each one: True raises :class:`~model_core.inference.options.Cancelled`.
+    """
     from tqdm import tqdm
 
     tc = tc or TrainConfig()
@@ -198,6 +157,9 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         bar = tqdm(range(tc.steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
                    mininterval=5.0, leave=False)
         for step in bar:
+            if should_stop is not None and should_stop():
+                from ..inference.options import Cancelled
+                raise Cancelled("training cancelled")
             s = sampler.batch(tc.batch_size).to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(s.local, s.contexts.get("medium"), s.contexts.get("large"),
@@ -210,6 +172,8 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
                 opt.zero_grad(set_to_none=True)
                 sched.step()
             losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(epoch * tc.steps_per_epoch + step + 1, losses[-1])
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         bar.close()
         scores = validate(model, make_card(config, info, {}), val_images, val_dir, device,
@@ -268,8 +232,12 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
-    """PNG of training loss and validation mIoU per epoch."""
-    import matplotlib
+    """PNG of training loss and validation mIoU per epoch (skipped without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:   # e.g. a QGIS Python without it: the CSV log is enough to train
+        log.warning("matplotlib is not installed: no plot of the training log")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,9 +1,12 @@
-"""``make demo`` = ``python -m model_core.demo``: segment the bundled sample raster through QGIS.
+"""``make demo`` = ``python tools/demo.py``: segment the bundled sample raster through QGIS.
 
 It runs the plugin's Processing algorithm exactly as a user's script would:
 ``qgis_process.bin run fctl:segment --INPUT=... --OUTPUT_RASTER=... --OUTPUT_VECTOR=...`` with the
 plugin enabled in a throwaway QGIS profile, then reads the outputs back with GDAL, prints where
 they are and the area per class, and saves a preview PNG (image | classes).
+
+A development tool of the repository: it knows the plugin (its name, the QGIS profile layout,
+qgis_process); the engine (``model_core``) knows neither.
 """
 
 from __future__ import annotations
@@ -22,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:      # run as `python tools/demo.py`: the engine is in the root
+    sys.path.insert(0, str(ROOT))
+
+from model_core.checkpoint import DEFAULT_MODEL, read_card  # noqa: E402
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "resources" / "sample" / "rotterdam_spacenet6_rgb.tif"
 OUT_DIR = ROOT / "demo_output"
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"   # Debian's qgis_process wrapper breaks 3.22 runs
@@ -149,14 +157,12 @@ def save_preview(image: Path, classes: Path, colors: dict[int, tuple[int, int, i
 def run_demo(sample: Path = SAMPLE, out_dir: Path = OUT_DIR, model: Path | None = None,
              qgis_process: str = QGIS_PROCESS, timeout: float = 900) -> DemoResult:
     """Segment ``sample`` with ``fctl:segment`` in headless QGIS and summarise the outputs."""
-    from .checkpoint import read_card
-
     sample, out_dir = Path(sample), Path(out_dir)
     if not sample.is_file():
         raise FileNotFoundError(f"sample raster {sample} is missing")
     if not Path(qgis_process).is_file():
         raise FileNotFoundError(f"{qgis_process} is missing: install QGIS with `make setup`")
-    card = read_card(model) if model else read_card(_default_model())
+    card = read_card(model if model else DEFAULT_MODEL)
     names = {c.id: c.name for c in card.classes}
     colors = {c.id: c.color for c in card.classes}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,11 +185,6 @@ def run_demo(sample: Path = SAMPLE, out_dir: Path = OUT_DIR, model: Path | None 
                       count_features(vector) if vector.is_file() else 0)
 
 
-def _default_model() -> Path:
-    from .checkpoint import DEFAULT_MODEL
-    return DEFAULT_MODEL
-
-
 def report(r: DemoResult) -> str:
     lines = [f"classified raster: {r.raster}", f"class polygons:    {r.vector} "
              f"({r.polygons} polygons)", f"preview:           {r.preview}",
@@ -195,7 +196,7 @@ def report(r: DemoResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_core.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python tools/demo.py", description=__doc__)
     p.add_argument("--input", type=Path, default=SAMPLE, help="raster (default: bundled sample)")
     p.add_argument("--out", type=Path, default=OUT_DIR, help="output folder")
     p.add_argument("--model", type=Path, help="checkpoint (default: bundled model)")

@@ -1,0 +1,153 @@
+"""The QGIS-free side of fine-tuning (model_core.training.gis / area / finetune): polygons in
+another CRS burnt onto the raster's pixels, coarser label rasters resampled with nearest
+neighbour, classes from text and integer fields and from the base model, the spatial hold-out,
+the engine's 16-bit stretch reproduced for training, the classifier tensors, and the size bound.
+No training here (tests/test_train_algorithms.py trains)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_geotiff
+from train_fixtures import ROOFS, make_scene, write_label_raster, write_polygons
+
+from model_core.training.area import read_training_area, split_spatially
+from model_core.training.gis import IGNORE, LabelError, LabelSource
+
+DG = [(0, "unknown", (0, 0, 0)), (1, "urban", (0, 255, 255)), (2, "agriculture", (255, 255, 0))]
+
+
+def _truth(size: int = 256) -> np.ndarray:
+    lab = np.zeros((size, size), np.uint8)
+    for x, y, s, kind in ROOFS:
+        lab[y:y + s, x:x + s] = 1 if kind == "roof" else 2
+    return lab
+
+
+def _read(raster, source, **kw):
+    return read_training_area(str(raster), source, in_chans=3, card_bands=[1, 2, 3],
+                              card_scale=(0.0, 255.0), **kw)
+
+
+@pytest.mark.parametrize("epsg", [32631, 4326, 3857])
+def test_polygons_in_any_crs_land_on_their_pixels(tmp_path, epsg):
+    raster = make_scene(tmp_path / "scene.tif")
+    polys = write_polygons(tmp_path / "p.gpkg", epsg=epsg)
+    area = _read(raster, LabelSource(str(polys), field="kind"),
+                 extent=(500000, 4999872, 500128, 5000000))
+    truth = _truth()
+    assert area.window == (0, 0, 256, 256)
+    assert [c[1] for c in area.labels.classes] == ["roof", "shed"]
+    lab = area.label
+    # text classes in order of first appearance; outside the polygons: ignored
+    expect = np.where(truth == 0, IGNORE, truth - 1)
+    agree = (lab == expect).mean()
+    assert agree > 0.995, agree           # only edge pixels of reprojected squares may differ
+    assert area.image.dtype == np.uint8 and area.image.shape == (3, 256, 256)
+
+
+def test_without_class_field_polygons_against_background_in_the_labels_extent(tmp_path):
+    raster = make_scene(tmp_path / "scene.tif")
+    polys = write_polygons(tmp_path / "p.gpkg", field=None)
+    area = _read(raster, LabelSource(str(polys), name="buildings"))
+    assert [c[:2] for c in area.labels.classes] == [(0, "background"), (1, "buildings")]
+    x0, y0 = min(r[0] for r in ROOFS), min(r[1] for r in ROOFS)
+    x1 = max(r[0] + r[2] for r in ROOFS)
+    y1 = max(r[1] + r[2] for r in ROOFS)
+    # the EPSG:4326 polygons' extent, reprojected, may take one more pixel per side
+    assert np.abs(np.subtract(area.window, (x0, y0, x1 - x0, y1 - y0))).max() <= 2
+    assert set(np.unique(area.label)) == {0, 1}
+    assert area.pixel_size_m == pytest.approx(0.5, rel=1e-3)
+
+
+def test_names_of_the_base_model_keep_its_ids(tmp_path):
+    raster = make_scene(tmp_path / "scene.tif")
+    polys = write_polygons(tmp_path / "p.gpkg", values=["Urban", "agriculture"] * 2 + ["urban"])
+    area = _read(raster, LabelSource(str(polys), field="kind"), base_classes=DG)
+    assert area.labels.matched_base and area.labels.num_classes == 3
+    assert set(np.unique(area.label)) == {1, 2, IGNORE}
+
+
+def test_coarser_label_raster_is_resampled_nearest(tmp_path):
+    raster = make_scene(tmp_path / "scene.tif")
+    lab = write_label_raster(tmp_path / "lab.tif", factor=2)
+    area = _read(raster, LabelSource(str(lab)))
+    assert area.window == (0, 0, 256, 256)
+    assert [c[0] for c in area.labels.classes] == [0, 1, 2]
+    truth = _truth()
+    coarse = np.repeat(np.repeat(truth[::2, ::2], 2, 0), 2, 1)
+    assert (area.label == coarse).all()
+
+
+def test_16_bit_rasters_are_stretched_as_the_engine_does(tmp_path):
+    from model_core.inference.reader import GdalReader
+    from model_core.inference.stretch import resolve_scaling
+
+    raster = make_scene(tmp_path / "scene16.tif", dtype=np.uint16)
+    lab = write_label_raster(tmp_path / "lab.tif", factor=1)
+    area = _read(raster, LabelSource(str(lab)))
+    assert area.scaling == "stretch" and set(area.cuts) == {1, 2, 3}
+    with GdalReader(str(raster)) as r:
+        s = resolve_scaling(None, (0.0, 255.0), r, [1, 2, 3])
+        engine = np.clip(np.rint(s.reader.read(0, 0, 256, 256, [1, 2, 3])), 0, 255)
+    assert area.image.dtype == np.uint8 and (area.image == engine).all()
+
+
+def test_single_band_is_replicated_and_unfit_bands_are_refused(tmp_path):
+    grey = make_scene(tmp_path / "grey.tif", bands=1)
+    lab = write_label_raster(tmp_path / "lab.tif")
+    area = _read(grey, LabelSource(str(lab)))
+    assert area.bands == [1, 1, 1] and area.image.shape[0] == 3
+    two = make_scene(tmp_path / "two.tif", bands=2)
+    with pytest.raises(LabelError, match="takes 3 input bands"):
+        _read(two, LabelSource(str(lab)))
+
+
+def test_spatial_split_holds_out_a_strip(tmp_path):
+    raster = make_scene(tmp_path / "scene.tif")
+    lab = write_label_raster(tmp_path / "lab.tif")
+    area = _read(raster, LabelSource(str(lab)), extent=(500000, 4999872, 500128, 5000000))
+    train, val, info = split_spatially(area, 0.25, 64)
+    assert info["axis"] == "columns"
+    assert train.size[0] + val.size[0] == 256 and train.size[1] == val.size[1] == 256
+    assert 0.15 < info["val_labelled_share"] < 0.35
+    _, none, _ = split_spatially(area, 0.0, 64)
+    assert none is None
+    _, none, info = split_spatially(area, 0.2, 200)     # too small: no validation, a note
+    assert none is None and "too small to hold out" in info["note"]
+
+
+def test_bounds_and_bad_labels(tmp_path):
+    raster = make_scene(tmp_path / "scene.tif")
+    far = write_polygons(tmp_path / "far.gpkg", shift=10000.0)
+    with pytest.raises(LabelError, match="outside the raster"):
+        _read(raster, LabelSource(str(far)))
+    polys = write_polygons(tmp_path / "p.gpkg")
+    with pytest.raises(LabelError, match="more than 100 x 100"):
+        _read(raster, LabelSource(str(polys)), max_side=100)
+    ints = write_label_raster(tmp_path / "one.tif")
+    from osgeo import gdal
+    ds = gdal.Open(str(ints), gdal.GA_Update)
+    ds.GetRasterBand(1).Fill(1)
+    ds = None
+    with pytest.raises(LabelError, match="one class only"):
+        _read(raster, LabelSource(str(ints)))
+    # unlabelled value 255 and nodata pixels of the raster are ignored
+    arr = np.full((256, 256), 255, np.uint8)
+    arr[:10] = 1
+    arr[10:20] = 0
+    lab = write_geotiff(tmp_path / "sparse.tif", arr)
+    area = _read(raster, LabelSource(str(lab)))
+    assert (area.label[20:] == IGNORE).all()
+
+
+def test_classifier_tensors_are_those_shaped_by_the_classes():
+    from model_core.config import FCtLConfig
+    from model_core.training.finetune import class_dependent_tensors, epochs_for
+
+    names = class_dependent_tensors(FCtLConfig(backbone="mobilenetv3_small_050", num_classes=7,
+                                               patch_size=128, decoder_channels=32))
+    assert names == {f"decoder.{n}.{p}" for n in ("score32", "score16", "score8")
+                     for p in ("weight", "bias")} | {f"decoder.up{s}.weight" for s in (32, 16, 8)}
+    assert epochs_for(300) == 10 and epochs_for(4) == 1 and epochs_for(120) == 6
