@@ -19,13 +19,15 @@ from typing import Sequence
 GeoTransform = Sequence[float]
 
 
-def _srs(crs_wkt: str):
+def srs_of(crs: str | None):
+    """An OSR spatial reference of ``crs`` (WKT, EPSG:n, PROJ...) in x/y (GIS) axis order, or
+    None when it is empty or unreadable."""
     from osgeo import osr
 
-    if not crs_wkt:
+    if not crs:
         return None
     srs = osr.SpatialReference()
-    if srs.ImportFromWkt(crs_wkt) != 0:
+    if srs.SetFromUserInput(crs) != 0:
         return None
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return srs
@@ -64,7 +66,7 @@ class Ground:
             raise ValueError("areas on the ground need a georeferenced raster with a CRS")
         from osgeo import osr
 
-        src = _srs(self.crs_wkt)
+        src = srs_of(self.crs_wkt)
         laea = osr.SpatialReference()
         laea.CopyGeogCSFrom(src)
         laea.SetLAEA(self.centre[1], self.centre[0], 0.0, 0.0)
@@ -100,7 +102,7 @@ def ground_of(geotransform: GeoTransform | None, crs_wkt: str, width: int, heigh
     """How the grid (``geotransform``, ``crs_wkt``, size) measures on the ground."""
     from osgeo import osr
 
-    srs = _srs(crs_wkt)
+    srs = srs_of(crs_wkt)
     if geotransform is None or srs is None or not (srs.IsProjected() or srs.IsGeographic()):
         return Ground("none")
     gt = geotransform

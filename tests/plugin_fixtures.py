@@ -3,6 +3,7 @@ throwaway QGIS profile for qgis_process / the desktop."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sysconfig
@@ -94,3 +95,45 @@ def provider(qgis_iface, qgis_processing):
     plugin.initProcessing()
     yield plugin.provider
     plugin.unload()
+
+
+@contextlib.contextmanager
+def open_dock(iface, model: Path, out_dir: Path):
+    """The dock on a clean project and default settings (it restores the last choices), with
+    ``model``, ``out_dir`` and the CPU chosen; unloaded and cleaned up afterwards."""
+    from qgis.core import QgsProject, QgsSettings
+
+    from fctl_qgis.dock import FCtLDock
+
+    def clean() -> None:
+        QgsSettings().remove("fctl")
+        QgsProject.instance().removeAllMapLayers()
+        QgsProject.instance().layerTreeRoot().removeAllChildren()
+
+    clean()
+    d = FCtLDock(iface)
+    d.model_widget.setFilePath(str(model))
+    d.output_widget.setFilePath(str(out_dir))
+    d.device_combo.setCurrentIndex(max(0, d.device_combo.findData("cpu")))
+    try:
+        yield d
+    finally:
+        d.unload()
+        d.deleteLater()
+        clean()
+
+
+def wait_for_task(dock, timeout: float = 120.0):
+    """Process events until the dock's task ends; its outcome."""
+    import time
+
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    end = time.monotonic() + timeout
+    while dock.task is not None and time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    assert dock.task is None, "the segmentation task did not finish in time"
+    for _ in range(20):   # the task's completion signals (temporary mask removal)
+        QCoreApplication.processEvents()
+    return dock.last_outcome

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 from qgis.core import (QgsFeature, QgsGeometry, QgsPointXY, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer)
+                       QgsRasterLayer, QgsRectangle, QgsVectorLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 
-from plugin_fixtures import CLASSES, make_rgb, make_tiny_model
+from plugin_fixtures import CLASSES, make_rgb, make_tiny_model, open_dock
 
 pytestmark = pytest.mark.slow
 
@@ -24,21 +24,8 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def dock(qgis_iface, tiny_model, tmp_path):
-    from fctl_qgis.dock import FCtLDock
-
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-    QgsSettings().remove("fctl")     # the dock restores the last choices: start from defaults
-    d = FCtLDock(qgis_iface)
-    d.model_widget.setFilePath(str(tiny_model))
-    d.output_widget.setFilePath(str(tmp_path / "results"))
-    d.device_combo.setCurrentIndex(1)     # CPU
-    yield d
-    d.unload()
-    d.deleteLater()
-    QgsSettings().remove("fctl")
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
+    with open_dock(qgis_iface, tiny_model, tmp_path / "results") as d:
+        yield d
 
 
 def _add_raster(path: Path) -> QgsRasterLayer:

@@ -5,7 +5,6 @@ by path), and the dock's zoom levels for web layers."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
                        QgsProcessingUtils, QgsProject, QgsRasterLayer, QgsRectangle,
                        QgsVectorLayer)
-from qgis.PyQt.QtCore import QCoreApplication
 
 from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
-from plugin_fixtures import make_rgb
+from plugin_fixtures import make_rgb, open_dock, wait_for_task
 from conftest import write_geotiff
 
 pytestmark = pytest.mark.slow
@@ -164,29 +162,8 @@ def test_extent_is_honoured_with_a_provider_reader(tmp_path, tiny_model, provide
 # ------------------------------------------------------------------ dock
 @pytest.fixture
 def dock(qgis_iface, tiny_model, tmp_path):
-    from fctl_qgis.dock import FCtLDock
-
-    QgsProject.instance().removeAllMapLayers()
-    d = FCtLDock(qgis_iface)
-    d.model_widget.setFilePath(str(tiny_model))
-    d.output_widget.setFilePath(str(tmp_path / "results"))
-    d.device_combo.setCurrentIndex(max(0, d.device_combo.findData("cpu")))
-    yield d
-    d.unload()
-    d.deleteLater()
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
-def _wait(dock, timeout: float = 120.0):
-    end = time.monotonic() + timeout
-    while dock.task is not None and time.monotonic() < end:
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
-    assert dock.task is None, "the segmentation task did not finish in time"
-    for _ in range(20):   # the task's completion signals (temporary mask removal)
-        QCoreApplication.processEvents()
-    return dock.last_outcome
+    with open_dock(qgis_iface, tiny_model, tmp_path / "results") as d:
+        yield d
 
 
 def test_dock_polygon_mode_masks_the_features(dock, tmp_path):
@@ -200,14 +177,14 @@ def test_dock_polygon_mode_masks_the_features(dock, tmp_path):
     before = _masks_left()
     assert dock.run()
     assert dock.task.options.mask and dock.task.options.extent is not None
-    outcome = _wait(dock)
+    outcome = wait_for_task(dock)
     assert outcome.ok, outcome.error
     lab = gdal.Open(outcome.result.output).ReadAsArray()
     assert lab.shape == (360, 360) and (lab[100:260, 100:260] == 255).all()
     assert (lab[0:40, 0:40] != 255).all() and outcome.result.patches < 25
     fields.selectByIds([_ids_west_to_east(fields)[0]])       # selected only (the default)
     assert dock.run()
-    outcome = _wait(dock)
+    outcome = wait_for_task(dock)
     assert outcome.ok, outcome.error
     assert gdal.Open(outcome.result.output).ReadAsArray().shape == (40, 40)
     assert _masks_left() == before

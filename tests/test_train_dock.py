@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication
 
-from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
+from plugin_fixtures import open_dock, provider, tiny_model  # noqa: F401  (fixtures)
 from train_fixtures import make_scene, write_polygons
 
 pytestmark = pytest.mark.slow
@@ -19,19 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def dock(qgis_iface, tiny_model, provider, tmp_path):
-    from fctl_qgis.dock import FCtLDock
-
-    QgsProject.instance().removeAllMapLayers()
-    QgsSettings().remove("fctl")
-    d = FCtLDock(qgis_iface)
-    d.model_widget.setFilePath(str(tiny_model))
-    d.output_widget.setFilePath(str(tmp_path / "results"))
-    d.device_combo.setCurrentIndex(1)     # CPU
-    yield d
-    d.unload()
-    d.deleteLater()
-    QgsSettings().remove("fctl")
-    QgsProject.instance().removeAllMapLayers()
+    with open_dock(qgis_iface, tiny_model, tmp_path / "results") as d:
+        yield d
 
 
 def test_train_section_trains_and_selects_the_new_model(dock, tmp_path):

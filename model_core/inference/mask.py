@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..geometry import Window
+from ..ground import srs_of
 from .plan import Patch, Plan, PixelWindow, resolve_window, window_geotransform
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class PolygonMask:
                              "polygon layer (GeoPackage, Shapefile, GeoJSON, ...)")
         layer = _pick_layer(src, layer_name, self.path)
         self._ds = ogr.GetDriverByName("Memory").CreateDataSource("fctl_mask")
-        self._layer = self._ds.CreateLayer("mask", _srs(self.crs_wkt), ogr.wkbUnknown)
+        self._layer = self._ds.CreateLayer("mask", srs_of(self.crs_wkt), ogr.wkbUnknown)
         self.count = _copy_polygons(layer, self._layer, self.crs_wkt, self.path)
         src = None
         xmin, xmax, ymin, ymax = self._layer.GetExtent()
@@ -158,17 +159,6 @@ def open_mask(options, reader) -> PolygonMask | None:
 
 
 # --------------------------------------------------------------------------- reading
-def _srs(wkt: str):
-    from osgeo import osr
-
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
 def _pick_layer(src, name: str | None, path: str):
     names = [src.GetLayerByIndex(i).GetName() for i in range(src.GetLayerCount())]
     if name:
@@ -187,7 +177,7 @@ def _copy_polygons(layer, dst, crs_wkt: str, path: str) -> int:
     """Copy ``layer``'s polygons into ``dst``, reprojected to ``crs_wkt``; their count."""
     from osgeo import ogr, osr
 
-    target = _srs(crs_wkt)
+    target = srs_of(crs_wkt)
     source = layer.GetSpatialRef()
     transform = None
     if source is not None and target is not None:

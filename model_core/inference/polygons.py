@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..ground import srs_of
 from .options import Cancelled, CancelFn
 from .polygon_sieve import sieve_bands
 from .polygon_strips import DEFAULT_STRIP_PIXELS, iter_regions, polygon_parts, to_map
@@ -161,7 +162,7 @@ def polygonize(raster_path: str | Path, gpkg_path: str | Path, layer_name: str,
 def _polygonize_into(ds, out, layer_name: str, classes: Sequence[ClassInfo],
                      progress: ProgressFn | None, is_cancelled: CancelFn | None,
                      strip_pixels: int) -> int:
-    from osgeo import gdal, ogr, osr
+    from osgeo import gdal, ogr
 
     from ..ground import ground_of
 
@@ -171,11 +172,7 @@ def _polygonize_into(ds, out, layer_name: str, classes: Sequence[ClassInfo],
     # areas in pixels are taken on the pixel-coordinate polygon (exact, any geotransform)
     area_of, unit = (ground.area_transform(), "square metres") if ground.known else \
         (None, "pixels")
-    srs = None
-    if wkt:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(wkt)
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = srs_of(wkt)
     layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon,
                             options=["GEOMETRY_NAME=geom", "SPATIAL_INDEX=YES",
                                      f"DESCRIPTION=FCtL classes; area in {unit}"])

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..ground import srs_of
+
 log = logging.getLogger(__name__)
 
 IGNORE = 255            # label of pixels without a class (ignored in loss and scores)
@@ -78,19 +80,6 @@ class Labels:
     num_classes: int
     matched_base: bool = False      # the classes are the base model's (same ids, names)
     notes: list[str] = field(default_factory=list)
-
-
-def srs_of(wkt: str | None):
-    """An OSR spatial reference in x/y (GIS) axis order, or None."""
-    from osgeo import osr
-
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    if srs.SetFromUserInput(wkt) != 0:
-        return None
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
 
 
 def transform_bounds(bounds: Sequence[float], src_wkt: str | None, dst_wkt: str | None
