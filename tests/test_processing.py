@@ -218,3 +218,26 @@ def test_bad_model_is_a_clear_error(tmp_path, tiny_model, provider):
               "OUTPUT_RASTER": str(tmp_path / "c.png")}, Feedback())
     assert any("must be a GeoTIFF" in e for e in errors), errors
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_dask_scheduler_parameter_runs_on_a_local_cluster(tmp_path, tiny_model, provider):
+    """DASK_SCHEDULER sends the run to Dask workers block by block: the same raster and
+    polygons as in the QGIS process (the workers use 1 thread each, QGIS its own count, so a
+    near-tie pixel may flip: bit-for-bit equality at equal threads is tests/test_distributed)."""
+    pytest.importorskip("distributed")
+    raster = make_rgb(tmp_path / "in.tif", size=300)
+    common = {"INPUT": str(raster), "MODEL": str(tiny_model), "DEVICE": 1}
+    one = _run({**common, "OUTPUT_RASTER": str(tmp_path / "one.tif"),
+                "OUTPUT_VECTOR": str(tmp_path / "one.gpkg")})
+    dk = _run({**common, "DASK_SCHEDULER": "local:2", "BLOCK_SIZE": 128,
+               "OUTPUT_RASTER": str(tmp_path / "dk.tif"),
+               "OUTPUT_VECTOR": str(tmp_path / "dk.gpkg")})
+    a, b = gdal.Open(str(tmp_path / "one.tif")), gdal.Open(str(tmp_path / "dk.tif"))
+    assert (a.ReadAsArray() == b.ReadAsArray()).mean() > 0.999
+    assert b.GetGeoTransform() == a.GetGeoTransform()
+    assert dk["PATCHES"] == one["PATCHES"]
+    assert QgsVectorLayer(str(tmp_path / "dk.gpkg")).featureCount() > 0
+    assert not (tmp_path / "dk.tif.fctl-blocks").exists()
+    with pytest.raises(QgsProcessingException, match="cannot reach the Dask scheduler"):
+        _run({**common, "DASK_SCHEDULER": "tcp://127.0.0.1:9",
+              "OUTPUT_RASTER": str(tmp_path / "x.tif")})

@@ -80,8 +80,7 @@ def test_command_line_has_every_option_with_the_tables_default():
         assert action.help.replace("%%", "%") == o.help
         for old in o.old_cli:
             assert old in actions and actions[old].help == argparse.SUPPRESS
-    run_flags = {s for a in parser._actions for s in a.option_strings} - {"-h", "--help",
-                                                                          "--threads"}
+    run_flags = {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
     assert run_flags == {o.cli for o in cli_options() if not o.positional} | \
         {old for o in cli_options() for old in o.old_cli}
     # nothing given = SegmentOptions' defaults

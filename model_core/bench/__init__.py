@@ -26,10 +26,13 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
-    md = to_markdown(report)
+    md = "" if args.dask_only else to_markdown(report)
     if report.get("polygons"):
         from .polygons import to_markdown as polygons_markdown
         md += polygons_markdown(report["polygons"])
+    if report.get("dask"):
+        from .dask_runs import to_markdown as dask_markdown
+        md += dask_markdown(report["dask"])
     (out / "bench.md").write_text(md)
     print(md)
     print(f"written {out / 'bench.json'} and {out / 'bench.md'}")
@@ -60,4 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. 5000,20000,100000x10000 (default: none)")
     p.add_argument("--polygons-one-pass", action="store_true",
                    help="with --polygons: also the former whole-band GDAL polygon step")
+    p.add_argument("--dask", type=lambda s: [int(v) for v in s.split(",") if v], default=[],
+                   help="also segment synthetic rasters of these sides in process and on a "
+                        "Dask LocalCluster, e.g. 20000 (default: none)")
+    p.add_argument("--dask-workers", type=int, default=2, help="worker processes of --dask")
+    p.add_argument("--block-size", type=int, default=4096, help="block size of --dask runs")
+    p.add_argument("--dask-only", action="store_true",
+                   help="run only the --dask rows (no per-patch or raster rows)")
     p.set_defaults(func=_run)

@@ -38,6 +38,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
     with tempfile.TemporaryDirectory(prefix="fctl-bench-") as tmp:
         tmp = Path(tmp)
+        if getattr(args, "dask_only", False):
+            from .dask_runs import bench_dask
+            report["dask"] = bench_dask(args.dask, tmp, args.dask_workers, args.block_size)
+            return report
         main = run_section({"fctl": FCtLConfig(**base), "baseline": FCtLConfig.baseline(**base)},
                            device, args, tmp)
         report.update(main)
@@ -47,6 +51,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "polygons", None):   # the polygon step alone, see .polygons
             from .polygons import bench_polygons
             report["polygons"] = bench_polygons(args.polygons, tmp, args.polygons_one_pass)
+        if getattr(args, "dask", None):   # in process vs a LocalCluster, see .dask_runs
+            from .dask_runs import bench_dask
+            report["dask"] = bench_dask(args.dask, tmp, args.dask_workers, args.block_size)
     return report
 
 

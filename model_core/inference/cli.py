@@ -155,5 +155,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Segment any GDAL raster with an FCtL model: classified "
                        "GeoTIFF (uint8 class ids, 255 = nodata) and optional GeoPackage polygons.")
     add_option_arguments(p)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_run)

@@ -7,6 +7,11 @@ batches of patches with their contexts (:mod:`.patches`, ahead in reading thread
 and stream the labels into a temporary GeoTIFF (:mod:`.writers`); sieve and polygonise
 (:mod:`.polygons`) and only then move the files into place. Any error or cancellation removes
 what the run wrote.
+
+A folder of tiles or a list file is read as one mosaic (:mod:`.mosaic`). With
+``options.dask`` the labels are computed block by block on a Dask cluster
+(:mod:`model_core.distributed`), which runs each block through this same code
+(:class:`Block`) and finishes the assembled raster with :func:`finish`.
 """
 
 from __future__ import annotations
@@ -14,28 +19,35 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, ModelCard, load_checkpoint
 from ..geometry import Window
+from ..ground import ground_of
 from .batches import run_patches
+from .checks import check_min_area, check_outputs, resolve_bands, sieve_pixels
 from .context_map import SharedContextLayout
 from .mask import PolygonMask, open_mask
 from .merge import StreamingMerger
+from .mosaic import mosaic_input
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
 from .patches import PatchSource
 from .plan import make_plan, resolve_window, window_geotransform
-from ..ground import ground_of
-from .polygons import pixel_area, polygonize, sieve
+from .polygons import polygonize, sieve
 from .predict import Predictor, resolve_device, resolve_precision
 from .protocol import check_model
 from .reader import GdalReader, WindowReader
-from .stretch import InputScaling, resolve_scaling
 from .resolution import Resolution, close_vrt, open_vrt, plan_resolution, to_input_grid
+from .stretch import InputScaling, resolve_scaling
 from .writers import NODATA, ClassRasterWriter, add_overviews, part_path, remove_quietly
+
+__all__ = ["segment", "prepared", "finish", "class_histogram", "Block", "Setup", "resolve_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +55,43 @@ log = logging.getLogger(__name__)
 _PATCH_END_WITH_VECTOR = 0.85
 
 
+@dataclass
+class Block:
+    """One block of a distributed run: ``window`` (xoff, yoff, xsize, ysize) on the processing
+    grid, and the global context images the client read once (by stream name). A block run
+    writes only its labels: no polygons, sieving, overviews or return to the input grid."""
+
+    window: tuple[int, int, int, int]
+    global_images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    """What a run works with once its inputs passed the checks."""
+
+    options: SegmentOptions
+    reader: WindowReader            # the processing grid's reader (scaled view of the input)
+    window: tuple[int, int, int, int]
+    mask: PolygonMask | None
+    bands: list[int]
+    scaling: InputScaling
+    res: Resolution | None
+    model: torch.nn.Module
+    card: ModelCard
+    device: torch.device
+
+    @property
+    def window_gt(self):
+        """Geotransform of the processed window (None without georeferencing)."""
+        if not getattr(self.reader, "has_geotransform", True):
+            return None
+        return window_geotransform(self.reader.geotransform, *self.window[:2])
+
+
 def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
             is_cancelled: CancelFn | None = None, reader: WindowReader | None = None,
-            model: torch.nn.Module | None = None, card: ModelCard | None = None
-            ) -> SegmentResult:
+            model: torch.nn.Module | None = None, card: ModelCard | None = None,
+            block: Block | None = None) -> SegmentResult:
     """Segment ``options.input`` (or ``reader``) into ``options.output`` (+ ``options.vector``).
 
     Args:
@@ -59,49 +104,71 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
         model, card: an already loaded model following
             :class:`~model_core.inference.protocol.SegmentationModel` and its card, instead of
             loading ``options.model``; both or neither.
+        block: run one block of a distributed run (used by :mod:`model_core.distributed`).
 
     Raises:
         FileNotFoundError, ValueError, PermissionError, CheckpointError (a ValueError): bad
             input, with the problem and the remedy in the message. :class:`Cancelled`.
     """
+    if options.dask and block is None:
+        if reader is not None or model is not None:
+            raise ValueError("a Dask run reads the raster file on the workers: give a raster "
+                             "path (not a data provider's reader) and no loaded model, or run "
+                             "without a Dask scheduler")
+        from ..distributed.client import segment_distributed
+
+        return segment_distributed(options, progress=progress, is_cancelled=is_cancelled)
     t0 = time.perf_counter()
-    report = _monotonic(progress)
+    report = monotonic_progress(progress)
     cancelled = is_cancelled or (lambda: False)
-    own_reader = reader is None
-    if own_reader:
-        reader = GdalReader(options.input)
-    res = None
-    try:
-        _check_outputs(options, reader)
-        device = resolve_device(options.device)
-        model, card = _model(options, model, card, device)
-        if own_reader:
-            res = plan_resolution(options.input, reader.width, reader.height,
-                                  reader.geotransform if reader.has_geotransform else None,
-                                  reader.crs_wkt, options.pixel_size,
-                                  card.gsd)
-            log.info("processing resolution: %s", res.reason)
-            if res.target_m is not None:
-                open_vrt(options.input, res, reader.overviews)
-                native_reader, reader = reader, GdalReader(res.vrt, overviews=True)
-                native_reader.close()
-        window = resolve_window((reader.width, reader.height), reader.geotransform,
-                                options.extent, _scaled_window(options.window, res))
-        mask = open_mask(options, reader)
-        window = mask.clip(window) if mask is not None else window
-        _check_min_area(options, reader)
-        bands = resolve_bands(options.bands, card.bands, reader.band_count,
-                              model.config.in_chans)
-        scaling = resolve_scaling(options.scale, card.scale, reader, bands)
+    with prepared(options, reader, model, card, block) as setup:
         if cancelled():
             raise Cancelled("segmentation cancelled before it started")
-        return _run(options, scaling.reader, window, model, card, bands, scaling, device,
-                    report, cancelled, t0, res, mask)
-    finally:
+        return _run(setup, report, cancelled, t0, block)
+
+
+@contextmanager
+def prepared(options: SegmentOptions, reader: WindowReader | None = None,
+             model: torch.nn.Module | None = None, card: ModelCard | None = None,
+             block: Block | None = None) -> Iterator[Setup]:
+    """Open, check and resolve everything a run needs (see :func:`segment`); closes the
+    readers and temporary files it opened on exit."""
+    own_reader = reader is None
+    res = None
+    with mosaic_input(options) as options:
         if own_reader:
-            reader.close()
-        if res is not None:
-            close_vrt(res)
+            reader = GdalReader(options.input)
+        try:
+            check_outputs(options, reader)
+            device = resolve_device(options.device)
+            model, card = _model(options, model, card, device)
+            if own_reader:
+                res = plan_resolution(options.input, reader.width, reader.height,
+                                      reader.geotransform if reader.has_geotransform else None,
+                                      reader.crs_wkt, options.pixel_size, card.gsd)
+                log.info("processing resolution: %s", res.reason)
+                if res.target_m is not None:
+                    open_vrt(options.input, res, reader.overviews)
+                    native_reader, reader = reader, GdalReader(res.vrt, overviews=True)
+                    native_reader.close()
+            mask = open_mask(options, reader)
+            if block is not None:
+                window = tuple(block.window)
+            else:
+                window = resolve_window((reader.width, reader.height), reader.geotransform,
+                                        options.extent, _scaled_window(options.window, res))
+                window = mask.clip(window) if mask is not None else window
+            check_min_area(options, reader)
+            bands = resolve_bands(options.bands, card.bands, reader.band_count,
+                                  model.config.in_chans)
+            scaling = resolve_scaling(options.scale, card.scale, reader, bands)
+            yield Setup(options, scaling.reader, window, mask, bands, scaling, res, model,
+                        card, device)
+        finally:
+            if own_reader:
+                reader.close()
+            if res is not None:
+                close_vrt(res)
 
 
 def _scaled_window(window, res: Resolution | None):
@@ -114,57 +181,80 @@ def _scaled_window(window, res: Resolution | None):
 
 
 # --------------------------------------------------------------------------- the run
-def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, int, int],
-         model: torch.nn.Module, card: ModelCard, bands: list[int],
-         scaling: InputScaling, device: torch.device, report: ProgressFn,
-         cancelled: CancelFn, t0: float, res: Resolution | None = None,
-         mask: PolygonMask | None = None) -> SegmentResult:
+def _run(s: Setup, report: ProgressFn, cancelled: CancelFn, t0: float,
+         block: Block | None) -> SegmentResult:
+    options, reader, model = s.options, s.reader, s.model
     cfg = model.config
     k = int(cfg.num_classes)
     p = int(cfg.patch_size)
-    plan = make_plan((reader.width, reader.height), p, window, k, options.memory_mb,
+    plan = make_plan((reader.width, reader.height), p, s.window, k, options.memory_mb,
                      options.min_overlap)
-    if mask is not None:
-        mask.restrict(plan)
+    if s.mask is not None:
+        s.mask.restrict(plan)
     streams = {name: cfg.context_spec(name) for name in model.context_streams}
-    source = PatchSource(reader, bands, scaling.scale, p, streams)
-    amp = resolve_precision(options.precision, device)
-    predictor = Predictor(model, device, options.tta, amp=amp)
-    wx, wy, ww, wh = window
-    has_gt = getattr(reader, "has_geotransform", True)
-    gt = window_geotransform(reader.geotransform, wx, wy) if has_gt else None
+    source = PatchSource(reader, s.bands, s.scaling.scale, p, streams)
+    amp = resolve_precision(options.precision, s.device)
+    predictor = Predictor(model, s.device, options.tta, amp=amp)
+    wx, wy, ww, wh = s.window
     log.info("segmenting %d x %d px of %s: %d x %d patches of %d px (%d to run), contexts %s, "
              "device %s, %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
-             streams or "none", device, "bf16" if amp else "fp32",
+             streams or "none", s.device, "bf16" if amp else "fp32",
              ", TTA x8" if options.tta else "")
     if options.shared_context:
         _share_contexts(plan, source, predictor)
 
-    writer = ClassRasterWriter(options.output, ww, wh, gt, reader.crs_wkt, card.classes)
-    vector_tmp = part_path(options.vector, ".part.gpkg") if options.vector else None
-    sieve_tmp = part_path(options.output, ".sieve.part") if options.vector else None
+    writer = ClassRasterWriter(options.output, ww, wh, s.window_gt, reader.crs_wkt,
+                               s.card.classes)
+    end = _PATCH_END_WITH_VECTOR if options.vector else 0.98
     try:
         for name in source.global_streams:
             report(0.0, f"encoding the global context ({name})")
-            predictor.set_global(name, source.global_image())
+            image = block.global_images[name] if block is not None else source.global_image()
+            predictor.set_global(name, image)
         merger = StreamingMerger(plan, k, lambda x, y, lab: writer.write(x - wx, y - wy, lab),
-                                 NODATA, mask.window_pixels if mask is not None else None)
-        end = _PATCH_END_WITH_VECTOR if options.vector else 0.98
-        run_patches(plan, source, predictor, merger, options, report, cancelled, end)
+                                 NODATA, s.mask.window_pixels if s.mask is not None else None)
+        run_patches(plan, source, predictor, merger, options, report, cancelled,
+                    0.999 if block is not None else end)
         if not merger.done:
             raise RuntimeError("internal error: some output cells never received all their "
                                "patches")
         log.info("merge: at most %.1f MiB of logits held at once (all logits would be %.0f MiB)",
                  merger.peak_cells_bytes / 2 ** 20, 4.0 * k * ww * wh / 2 ** 20)
         writer.close()
-        class_pixels = merger.class_pixels
+        if block is not None:   # a block's labels only: the client finishes the whole
+            if cancelled():
+                raise Cancelled("segmentation cancelled")
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    if block is not None:
+        return _result(s, str(options.output), None, (ww, wh), s.window_gt,
+                       merger.class_pixels, plan.grid, len(plan.patches), t0)
+    return finish(s, writer, merger.class_pixels, plan.grid, len(plan.patches), report,
+                  cancelled, t0, end)
+
+
+def finish(s: Setup, writer: ClassRasterWriter, class_pixels: np.ndarray,
+           grid: tuple[int, int], patches: int, report: ProgressFn, cancelled: CancelFn,
+           t0: float, end: float) -> SegmentResult:
+    """The labels of the whole window are in ``writer``'s (closed) temporary GeoTIFF: sieve,
+    polygonise, return to the input grid, stamp, add overviews and move the outputs into place.
+    Any error or cancellation removes the temporary files, ``writer``'s included."""
+    options, card = s.options, s.card
+    k = int(s.model.config.num_classes)
+    ww, wh = s.window[2:]
+    gt, crs_wkt = s.window_gt, s.reader.crs_wkt
+    vector_tmp = part_path(options.vector, ".part.gpkg") if options.vector else None
+    sieve_tmp = part_path(options.output, ".sieve.part") if options.vector else None
+    try:
         raster_tmp = writer.tmp
-        ground = ground_of(gt, reader.crs_wkt, ww, wh)
-        threshold = _sieve_pixels(options, gt, ground)
+        ground = ground_of(gt, crs_wkt, ww, wh)
+        threshold = sieve_pixels(options, gt, ground)
         if options.sieve_raster and threshold > 1:
             report(end, f"sieving regions under {threshold} px")
             sieve(raster_tmp, None, threshold, is_cancelled=cancelled)
-            class_pixels = _histogram(raster_tmp, k)
+            class_pixels = class_histogram(raster_tmp, k)
         if options.vector:
             poly_src = raster_tmp
             if threshold > 1 and not options.sieve_raster:
@@ -179,13 +269,14 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
                            is_cancelled=cancelled)
             log.info("%d polygons", n)
         out_size, out_gt = (ww, wh), gt
+        res = s.res
         if res is not None and res.resampled and options.output_grid == "input":
             report(0.99, "writing the labels on the input's grid")
             bounds = (gt[0], gt[3] + wh * gt[5], gt[0] + ww * gt[1], gt[3])
             w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, bounds)
             out_size = (w, h)
-            class_pixels = _histogram(raster_tmp, k)
-        _stamp(raster_tmp, res, ground, scaling.metadata())
+            class_pixels = class_histogram(raster_tmp, k)
+        _stamp(raster_tmp, res, ground, s.scaling.metadata())
         report(0.99, "building overviews")
         add_overviews(raster_tmp, is_cancelled=cancelled)
         if cancelled():
@@ -206,22 +297,30 @@ def _run(options: SegmentOptions, reader: WindowReader, window: tuple[int, int, 
         if sieve_tmp is not None:
             remove_quietly(sieve_tmp)
     report(1.0, "done")
+    return _result(s, str(output), str(options.vector) if options.vector else None, out_size,
+                   out_gt, class_pixels, grid, patches, t0)
 
-    out_ground = ground_of(out_gt, reader.crs_wkt, *out_size)
+
+def _result(s: Setup, output: str, vector: str | None, out_size: tuple[int, int], out_gt,
+            class_pixels: np.ndarray, grid: tuple[int, int], patches: int,
+            t0: float) -> SegmentResult:
+    k = int(s.model.config.num_classes)
+    out_ground = ground_of(out_gt, s.reader.crs_wkt, *out_size)
     area = out_ground.pixel_area_m2 if out_ground.known else 1.0
-    by_id = card.class_by_id()
+    by_id = s.card.class_by_id()
     ids = sorted(set(by_id) | {i for i in range(k) if class_pixels[i]})
+    res = s.res
     return SegmentResult(
-        output=str(output), vector=str(options.vector) if options.vector else None,
-        width=out_size[0], height=out_size[1], grid=plan.grid, patches=len(plan.patches),
-        device=str(device), area_unit="m2" if out_ground.known else "pixels",
+        output=output, vector=vector, width=out_size[0], height=out_size[1], grid=grid,
+        patches=patches, device=str(s.device),
+        area_unit="m2" if out_ground.known else "pixels",
         processing=res.reason if res is not None else "native resolution (reader given)",
         seconds=time.perf_counter() - t0,
         class_pixels={i: int(class_pixels[i]) for i in ids},
         class_areas={i: float(class_pixels[i]) * area for i in ids},
         class_names={i: by_id[i].name if i in by_id else f"class {i}" for i in ids},
         class_colors={i: tuple(by_id[i].color) if i in by_id else (128, 128, 128) for i in ids},
-        window=tuple(window), nodata=NODATA)
+        window=tuple(s.window), nodata=NODATA)
 
 
 def _share_contexts(plan, source: PatchSource, predictor: Predictor) -> None:
@@ -251,8 +350,8 @@ def _share_contexts(plan, source: PatchSource, predictor: Predictor) -> None:
                  *layout.map_cells, *layout.grid)
 
 
-# --------------------------------------------------------------------------- checks
-def _monotonic(progress: ProgressFn | None) -> ProgressFn:
+# --------------------------------------------------------------------------- helpers
+def monotonic_progress(progress: ProgressFn | None) -> ProgressFn:
     """Progress clamped to [0, 1] and never going back (GDAL's steps may overshoot)."""
     last = [0.0]
 
@@ -287,92 +386,6 @@ def _model(options: SegmentOptions, model: torch.nn.Module | None, card: ModelCa
     return model, card
 
 
-def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count: int,
-                  in_chans: int) -> list[int]:
-    """1-based raster bands fed to the network: ``requested`` (--bands) or the model's; a
-    single-band raster is replicated to the model's channels (grey -> RGB)."""
-    if requested:
-        bands = [int(b) for b in requested]
-        bad = [b for b in bands if not 1 <= b <= band_count]
-        if bad:
-            raise ValueError(f"band(s) {bad} do not exist: the raster has {band_count} band(s)")
-        if len(bands) == 1 and in_chans > 1:
-            log.info("band %d replicated to the model's %d input channels", bands[0], in_chans)
-            return bands * in_chans
-        if len(bands) != in_chans:
-            raise ValueError(f"{len(bands)} band(s) {bands} given but the model takes "
-                             f"{in_chans} channels: give {in_chans} bands (or one to replicate)")
-        return bands
-    bands = [int(b) for b in card_bands]
-    if all(1 <= b <= band_count for b in bands):
-        return bands
-    if band_count == 1:
-        log.info("single-band raster: band 1 replicated to the model's %d channels", in_chans)
-        return [1] * in_chans
-    raise ValueError(f"the raster has {band_count} band(s) but the model reads bands {bands}: "
-                     f"choose {in_chans} of its bands with --bands (e.g. --bands "
-                     f"{' '.join(str(i) for i in range(1, min(in_chans, band_count) + 1))})")
-
-
-def _check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
-    inputs = {os.path.realpath(p) for p in (options.input, getattr(reader, "path", None))
-              if p and os.path.exists(p)}
-    out = os.path.realpath(options.output)
-    if out in inputs:
-        raise ValueError(f"the output {options.output} is the input raster: choose another "
-                         "output path (the input is never modified)")
-    _check_folder(options.output, "output")
-    if options.vector:
-        vec = os.path.realpath(options.vector)
-        if vec in inputs or vec == out:
-            raise ValueError(f"the polygon output {options.vector} is the input or the raster "
-                             "output: choose another path")
-        if Path(options.vector).suffix.lower() != ".gpkg":
-            raise ValueError(f"polygons are written as a GeoPackage: give a .gpkg path, not "
-                             f"{options.vector}")
-        _check_folder(options.vector, "polygon output")
-    if options.min_area_unit not in ("m2", "pixels", "map"):
-        raise ValueError(f"min_area_unit must be 'm2', 'pixels' or 'map', got "
-                         f"{options.min_area_unit!r}")
-    if options.min_area < 0:
-        raise ValueError(f"min_area must be >= 0, got {options.min_area}")
-
-
-def _check_folder(path: str, what: str) -> None:
-    if Path(path).is_dir():
-        raise ValueError(f"the {what} {path} is an existing folder: give the path of a "
-                         "file (in that folder, for instance)")
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"the {what} folder {folder} does not exist: create it or "
-                                "choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"the {what} folder {folder} is not writable: choose another "
-                              "path")
-
-
-def _sieve_pixels(options: SegmentOptions, gt, ground) -> int:
-    """The minimum area in pixels of the processing grid."""
-    if options.min_area <= 0:
-        return 0
-    if options.min_area_unit == "m2":   # ground known: checked by _check_min_area
-        return int(np.ceil(options.min_area / ground.pixel_area_m2))
-    if options.min_area_unit == "map":
-        return int(np.ceil(options.min_area / pixel_area(gt)))
-    return int(np.ceil(options.min_area))
-
-
-def _check_min_area(options: SegmentOptions, reader: WindowReader) -> None:
-    """A minimum area in m^2 needs the ground: refused before the run, not after it."""
-    if options.min_area <= 0 or options.min_area_unit != "m2":
-        return
-    gt = reader.geotransform if getattr(reader, "has_geotransform", True) else None
-    if not ground_of(gt, reader.crs_wkt, reader.width, reader.height).known:
-        raise ValueError(f"a minimum area in square metres needs a georeferenced raster with a "
-                         f"CRS, which {options.input} is not: give the minimum area in pixels "
-                         "(--min-area-unit pixels)")
-
-
 def _stamp(path: Path, res: Resolution | None, ground, extra: dict[str, str]) -> None:
     """Record the processing resolution and the input scaling in the output's metadata."""
     from osgeo import gdal
@@ -389,7 +402,7 @@ def _stamp(path: Path, res: Resolution | None, ground, extra: dict[str, str]) ->
     ds = None
 
 
-def _histogram(path: Path, k: int) -> np.ndarray:
+def class_histogram(path: Path, k: int) -> np.ndarray:
     from osgeo import gdal
 
     ds = gdal.Open(str(path))

@@ -132,8 +132,10 @@ def _cli_pixel_size(value: str) -> float | str:
 # Order = the Processing dialog's order (outputs last) and the dock's.
 RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("input", "raster", "Input raster",
-              "Raster to segment: anything GDAL opens (GeoTIFF, COG, JPEG, PNG, VRT, ...); in "
-              "QGIS any raster layer, web layers (XYZ/WMS) read through their data provider.",
+              "Raster to segment: anything GDAL opens (GeoTIFF, COG, JPEG, PNG, VRT, ...); on "
+              "the command line also a folder of tiles or a list file (.txt) of their paths, "
+              "read as one mosaic; in QGIS any raster layer, web layers (XYZ/WMS) read "
+              "through their data provider.",
               cli="input", processing="INPUT", dock=True),
     RunOption("model", "model", "Model checkpoint (empty = bundled default)",
               "FCtL checkpoint (.safetensors); empty = the bundled default model.",
@@ -225,6 +227,26 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "as QGIS shows them (2-98 % cumulative count cut onto the model's range, "
               "recorded in the output's metadata).", cli="--scale",
               metavar="LO HI", processing="SCALE", dock=True, advanced=True),
+    RunOption("dask", "text", "Dask scheduler (empty = in this process)",
+              "Spread the run over a Dask cluster, block by block, with the same labels as "
+              "in one process: local or local:N (N worker processes on this machine), or the "
+              "address of a running scheduler (tcp://host:8786), whose workers must reach the "
+              "raster and the output folder by the same paths. Empty = in this process.",
+              cli="--dask", metavar="SCHEDULER", processing="DASK_SCHEDULER", dock=True,
+              advanced=True),
+    RunOption("block_size", "int", "Block size of a Dask run (pixels)",
+              "Side of the blocks a Dask run sends to its workers, in pixels of the processing "
+              "grid, rounded to whole patches.", minimum=64, maximum=1000000,
+              cli="--block-size", metavar="PX", processing="BLOCK_SIZE", dock=True,
+              advanced=True),
+    RunOption("threads", "int", "CPU threads",
+              "torch CPU threads (default: torch's, one per core); in a Dask run, the threads of "
+              "every worker (default: its share of its machine's cores). Runs with the same "
+              "thread count give identical labels.", minimum=0, maximum=1024, cli="--threads",
+              metavar="N"),
+    RunOption("resume", "bool", "Resume a Dask run",
+              "Dask runs: keep the finished blocks (next to the output) when the run stops, "
+              "and reuse them when the same run is started again.", cli="--resume"),
     RunOption("layer_name", "text", "Polygon layer name",
               "Name of the polygon layer in the GeoPackage.", cli="--layer"),
     RunOption("no_prefetch", "bool", "Do not prefetch",

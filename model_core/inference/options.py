@@ -59,6 +59,20 @@ class SegmentOptions:
             patch's context window (:mod:`.context_map`): about half the network time of FCtL,
             labels slightly different from per-patch contexts. The default (issue 16); False =
             the paper's per-patch contexts (``--exact-context``, ``EXACT_CONTEXT``).
+        dask: a Dask scheduler to spread the run over (:mod:`model_core.distributed`):
+            "local" or "local:N" (N worker processes on this machine) or "tcp://host:port" (a
+            running scheduler); "" = in this process. The labels are the same.
+        block_size: side in pixels (processing grid) of the blocks a Dask run sends to the
+            workers, rounded to whole patches.
+        threads: torch CPU threads; 0 = torch's default. The command line sets them in its own
+            process; a Dask run gives them to every worker (0: the worker's share of its
+            machine's cores). Labels are identical between runs with the same thread count;
+            another count can flip rare near-tie pixels (parallel sums add in another order).
+        resume: Dask runs: keep the finished blocks when a run stops, and reuse them when the
+            same run is started again.
+
+    ``input`` may also be a folder of tiles or a list file of their paths, read as one mosaic
+    (:mod:`.mosaic`).
 
     The front ends (command line, Processing, dock) are built from :mod:`.option_table`, which
     reads its defaults from here.
@@ -89,6 +103,10 @@ class SegmentOptions:
     pixel_size: float | str = 0.0
     output_grid: str = "input"
     precision: str = "auto"
+    dask: str = ""
+    block_size: int = 4096
+    threads: int = 0
+    resume: bool = False
 
 
 @dataclass
