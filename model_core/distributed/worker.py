@@ -64,6 +64,10 @@ def run_block(spec: dict) -> dict:
         return {"index": spec["index"], "seconds": 0.0, "pid": os.getpid(), "patches": 0,
                 "reused": True}
     torch.set_num_threads(_threads(spec))
+    if not _MODELS:   # first block of this process: tune its allocator like the command line's
+        from ..inference.cli import keep_freed_memory
+
+        keep_freed_memory()
     if not os.environ.get("GDAL_CACHEMAX"):
         gdal.SetCacheMax(64 * 2 ** 20)
     options = SegmentOptions(**{**spec["options"], "output": str(final), "vector": None,

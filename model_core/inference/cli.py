@@ -69,13 +69,14 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
     return segment_options(values)
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Have glibc keep freed blocks up to 1 GiB for reuse instead of unmapping them.
 
     Each forward pass allocates and frees activations of tens of MB; by default glibc maps and
     unmaps them every time and the kernel zeroes the pages again: on CPU that system time was
     as large as the compute (EfficientNet-Lite0, 508 px, batch 4: 1.7 -> 1.3 s per patch). Done
-    only in this command's own process, never in a host application such as QGIS.
+    only in this command's own process and in Dask workers, never in a host application such
+    as QGIS.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -98,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    _keep_freed_memory()
+    keep_freed_memory()
     if not os.environ.get("GDAL_CACHEMAX"):
         # GDAL's default block cache is 5% of RAM; a patch row's windows need far less, and a
         # fixed cache keeps the process's memory independent of the raster's size.
