@@ -13,6 +13,7 @@ time of a 200,000 x 200,000 px mosaic on 1 to 64 machines like this one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def bench_dask(sizes: Sequence[int], tmp: Path, workers: int = 2,
         rows[str(size)] = {
             "in_process_s": round(t_one, 1), "in_process_threads": torch.get_num_threads(),
             f"local_{workers}_s": round(t_dask, 1), "workers": workers,
-            "threads_per_worker": max(1, (torch.get_num_threads()) // workers),
+            "threads_per_worker": max(1, (os.cpu_count() or 1) // workers),   # as the client
             "blocks": len(blocks), "block_compute_s": round(compute, 1),
             "startup_s": round(startup, 1), "client_serial_s": round(serial, 1),
             "overhead_per_block_s": round((t_dask - t_one) / max(1, len(blocks)), 2),
