@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 TRAIN_HELP = (
     "Fine-tunes an FCtL model on your own imagery: label a few polygons (or give a label "
     "raster), train, then segment with the new model in fctl:segment. The encoder and context "
-    "modules of the base model are reused; its classifier is re-initialised when the classes "
-    "differ. Without a class field every polygon is one class named after the layer and the "
+    "modules of the base model are reused; when the classes differ, each new class starts from "
+    "the base class that matches it best on the training area, and the starting model is "
+    "validated too, so the result never scores below it on the validation strip. Without a class field every polygon is one class named after the layer and the "
     "other pixels of the area are 'background'; with one (integer ids, or text names that become "
     "classes in order of first appearance) unlabelled pixels are ignored. A spatially separate "
     "strip holds out the validation pixels. The model is trained at the raster's pixel size, "

@@ -1,7 +1,7 @@
 """The QGIS-free side of fine-tuning (model_core.training.gis / area / finetune): polygons in
 another CRS burnt onto the raster's pixels, coarser label rasters resampled with nearest
 neighbour, classes from text and integer fields and from the base model, the spatial hold-out,
-the engine's 16-bit stretch reproduced for training, the classifier tensors, and the size bound.
+the engine's 16-bit stretch reproduced for training, and the size bound.
 No training here (tests/test_train_algorithms.py trains)."""
 
 from __future__ import annotations
@@ -142,12 +142,7 @@ def test_bounds_and_bad_labels(tmp_path):
     assert (area.label[20:] == IGNORE).all()
 
 
-def test_classifier_tensors_are_those_shaped_by_the_classes():
-    from model_core.config import FCtLConfig
-    from model_core.training.finetune import class_dependent_tensors, epochs_for
+def test_validation_points_divide_the_steps():
+    from model_core.training.finetune import epochs_for
 
-    names = class_dependent_tensors(FCtLConfig(backbone="mobilenetv3_small_050", num_classes=7,
-                                               patch_size=128, decoder_channels=32))
-    assert names == {f"decoder.{n}.{p}" for n in ("score32", "score16", "score8")
-                     for p in ("weight", "bias")} | {f"decoder.up{s}.weight" for s in (32, 16, 8)}
     assert epochs_for(300) == 10 and epochs_for(4) == 1 and epochs_for(120) == 6

@@ -16,6 +16,8 @@ from qgis.core import (QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingExcepti
 from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
 from train_fixtures import make_scene, roof_rings, write_label_raster, write_polygons
 
+from model_core.training.finetune import CLASSIFIER_MAPPED
+
 pytestmark = pytest.mark.slow
 
 FAST = {"STEPS": 2, "PATCH_SIZE": 128, "DEVICE": 1}
@@ -63,7 +65,8 @@ def test_train_segment_evaluate_with_polygons_in_another_crs(tmp_path, tiny_mode
     assert card.gsd == pytest.approx(0.5, rel=1e-3) and card.bands == [1, 2, 3]
     assert card.scale == (0.0, 255.0)
     prov = card.provenance
-    assert prov["steps"] == 2 and prov["classifier"] == "re-initialised"
+    assert prov["steps"] == 2 and prov["classifier"] == CLASSIFIER_MAPPED
+    assert set(prov["classifier_initialised_from"]) == {"background", "buildings"}
     assert prov["trained_on"]["raster"] == str(raster) and prov["val"]["pixels"] > 0
     assert prov["fine_tuned_from"]["name"] == "tiny test model"
 

@@ -15,6 +15,8 @@ from plugin_fixtures import provider, tiny_model  # noqa: F401  (fixtures)
 from plugin_fixtures import qgis_env, qgis_process
 from train_fixtures import make_scene, write_polygons
 
+from model_core.training.finetune import CLASSIFIER_MAPPED
+
 pytestmark = pytest.mark.slow
 
 
@@ -124,7 +126,9 @@ def test_fine_tune_on_real_inria_imagery(tmp_path, shared_data):
                                     validation_fraction=0.0, threads=1))
     card = read_card(out)
     assert [c.name for c in card.classes] == ["background", "building"]
-    assert card.gsd == pytest.approx(1.5, rel=0.01) and res.classifier == "re-initialised"
+    assert card.gsd == pytest.approx(1.5, rel=0.01) and res.classifier == CLASSIFIER_MAPPED
+    # the new "building" class starts as the land-cover model's "urban"
+    assert card.provenance["classifier_initialised_from"]["building"]["from"] == "urban"
     ev = evaluate_labels(str(tmp_path / "rgb.tif"), LabelSource(str(tmp_path / "lab.tif")),
                          str(out), device="cpu")
     assert ev.scores.confusion.sum() == 300 * 300 and 0.0 <= ev.scores.miou <= 1.0

@@ -290,6 +290,39 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
+def test_starting_weights_compete_and_runs_without_validation_keep_a_best(tmp_path):
+    """validate_start: epoch 0 is the starting weights' validation, and they are what
+    best.safetensors holds when no epoch beats them (lr 0: every epoch scores the same).
+    Without validation the lowest training loss is kept, whatever its value."""
+    from safetensors.torch import load_file
+
+    from model_core.checkpoint import read_card
+    from model_core.training.loop import DataInfo, TrainConfig, train
+
+    tr, va = _pair(tmp_path, 0), _pair(tmp_path, 1)
+    info = DataInfo([(0, "nothing", (0, 0, 0)), (1, "water", (0, 0, 255)),
+                     (2, "forest", (0, 255, 0)), (3, "fields", (255, 255, 0))], ignore_index=0)
+    config = tiny(num_classes=4)
+    tc = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, accumulate=1, lr=0.0,
+                     pretrained=None, threads=1, validate_start=True)
+    out = tmp_path / "start"
+    train(config, [tr], [va], info, out, tc)
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert len({r["val_miou"] for r in rows}) == 1
+    card = read_card(out / "best.safetensors")
+    assert card.provenance["selected"] == "starting weights (best val mIoU)"
+    assert card.provenance["epochs"] == 0
+    start, last = load_file(str(out / "best.safetensors")), load_file(str(out / "last.safetensors"))
+    assert all(torch.equal(start[k], last[k]) for k in start if "weight" in k)
+
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, accumulate=1, lr=1e-3,
+                     focal_gamma=0.0, pretrained=None, threads=1)
+    out = tmp_path / "noval"
+    summary = train(tiny(num_classes=4), [tr], [], info, out, tc)
+    assert (out / "best.safetensors").is_file() and summary["best_val_miou"] < 0
+
+
 def test_resume_without_a_run_is_an_error(tmp_path):
     from model_core.training.loop import DataInfo, TrainConfig, train
 

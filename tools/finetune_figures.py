@@ -88,6 +88,30 @@ def bundled_building_iou(rgb: Path, lab: Path, extent: tuple, work: Path) -> dic
             "seconds": round(seconds, 1)}
 
 
+def _fresh_classifier() -> None:
+    """Fine-tuning as before the class mapping: the classifier tensors dropped from the base
+    weights (fresh initialisation), the starting weights not validated."""
+    from safetensors.torch import load_file, save_file
+
+    from model_core.training import finetune, loop
+    from model_core.training.class_map import class_dims
+
+    def fresh(base_path, base, config, train_img, classes, work, opts):
+        drop = class_dims(base.config)
+        path = work / "init.safetensors"
+        save_file({k: v for k, v in load_file(base_path).items() if k not in drop}, str(path))
+        return str(path), None
+
+    finetune._mapped_init = fresh
+    train = loop.train
+
+    def no_start_validation(config, tr, va, info, out, tc, **kw):
+        tc.validate_start = False
+        return train(config, tr, va, info, out, tc, **kw)
+
+    loop.train = no_start_validation
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -96,6 +120,9 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=0, help="patch size (0 = the base model's)")
     ap.add_argument("--lr", type=float, default=0.0, help="learning rate (0 = fctl:train's)")
     ap.add_argument("--skip-bundled", action="store_true", help="do not score the bundled model")
+    ap.add_argument("--fresh-classifier", action="store_true",
+                    help="control run: a randomly initialised classifier instead of the one "
+                         "mapped from the base model's classes, no validation of the start")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
@@ -105,6 +132,8 @@ def main() -> None:
     from model_core.training.gis import LabelSource
     from model_core.training.gis_evaluate import evaluate_labels
 
+    if args.fresh_classifier:
+        _fresh_classifier()
     args.out.mkdir(parents=True, exist_ok=True)
     rgb, lab = prepare(args.out)
     west, east = halves(rgb)
@@ -121,8 +150,13 @@ def main() -> None:
                                    **({"learning_rate": args.lr} if args.lr else {}),
                                    log_csv=str(args.out / "log.csv"),
                                    plot_png=str(args.out / "log.png")))
+    from model_core.checkpoint import read_card
+
+    prov = read_card(model).provenance
     res["fine_tune"] = {"seconds": round(time.perf_counter() - t0, 1),
-                        "validation": ft.validation}
+                        "validation": ft.validation, "selected": prov.get("selected"),
+                        "epochs": prov.get("epochs"),
+                        "classifier_from": prov.get("classifier_initialised_from")}
     ev = evaluate_labels(str(rgb), LabelSource(str(lab)), str(model), extent=east, device="cpu")
     res["fine_tuned_east"] = {"building_iou": ev.scores.iou[1], "miou": ev.scores.miou,
                               "pixel_accuracy": ev.scores.pixel_accuracy,

@@ -65,7 +65,7 @@ def run_block(spec: dict) -> dict:
                 "reused": True}
     torch.set_num_threads(_threads(spec))
     if not _MODELS:   # first block of this process: tune its allocator like the command line's
-        from ..inference.cli import keep_freed_memory
+        from ..inference.heap import keep_freed_memory
 
         keep_freed_memory()
     if not os.environ.get("GDAL_CACHEMAX"):

@@ -69,28 +69,6 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
     return segment_options(values)
 
 
-def keep_freed_memory() -> None:
-    """Have glibc keep freed blocks up to 1 GiB for reuse instead of unmapping them.
-
-    Each forward pass allocates and frees activations of tens of MB; by default glibc maps and
-    unmaps them every time and the kernel zeroes the pages again: on CPU that system time was
-    as large as the compute (EfficientNet-Lite0, 508 px, batch 4: 1.7 -> 1.3 s per patch). Done
-    only in this command's own process and in Dask workers, never in a host application such
-    as QGIS.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):   # not glibc: nothing to tune
-        log.debug("mallopt unavailable; allocator left as is")
-
-
 def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -99,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .heap import keep_freed_memory
+
     keep_freed_memory()
     if not os.environ.get("GDAL_CACHEMAX"):
         # GDAL's default block cache is 5% of RAM; a patch row's windows need far less, and a

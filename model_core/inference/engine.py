@@ -33,6 +33,7 @@ from ..ground import ground_of
 from .batches import run_patches
 from .checks import check_min_area, check_outputs, resolve_bands, sieve_pixels
 from .context_map import SharedContextLayout
+from .heap import return_freed_memory
 from .mask import PolygonMask, open_mask
 from .merge import StreamingMerger
 from .mosaic import mosaic_input
@@ -247,6 +248,7 @@ def finish(s: Setup, writer: ClassRasterWriter, class_pixels: np.ndarray,
     gt, crs_wkt = s.window_gt, s.reader.crs_wkt
     vector_tmp = part_path(options.vector, ".part.gpkg") if options.vector else None
     sieve_tmp = part_path(options.output, ".sieve.part") if options.vector else None
+    return_freed_memory()   # the network is done: its freed activations leave before the polygons
     try:
         raster_tmp = writer.tmp
         ground = ground_of(gt, crs_wkt, ww, wh)

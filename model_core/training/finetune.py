@@ -1,8 +1,10 @@
 """Fine-tune an FCtL model on labelled GIS data: a raster plus polygons or a label raster.
 
 The base model (default: the bundled one) gives the architecture, bands, scaling and weights: the
-encoder and context modules are reused, the classifier (every tensor whose shape depends on the
-number of classes) is re-initialised unless the classes are the base model's. The training area
+encoder and context modules are reused; the classifier (every tensor whose shape depends on the
+number of classes) is kept when the classes are the base model's, and otherwise starts from the
+base model's closest classes (:mod:`.class_map`); the starting weights are validated too, so the
+result never scores below them on the validation strip. The training area
 is split spatially (:func:`.area.split_spatially`), the model is trained with
 :func:`.loop.train` (best validation checkpoint kept) and written with a full card.
 
@@ -32,6 +34,8 @@ ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 DEFAULT_STEPS = 200
 DEFAULT_LR = 2e-4
+CLASSIFIER_KEPT = "kept (the base model's classes)"
+CLASSIFIER_MAPPED = "initialised from the base model's closest classes"
 
 
 @dataclass
@@ -93,29 +97,6 @@ def epochs_for(steps: int) -> int:
     return 1
 
 
-def class_dependent_tensors(config) -> set[str]:
-    """Names of the tensors whose shape depends on the number of classes (the classifier)."""
-    from ..registry import DEFAULT_ARCH, create_model
-
-    a = create_model(DEFAULT_ARCH, config).state_dict()
-    b = create_model(DEFAULT_ARCH, dataclasses.replace(
-        config, num_classes=config.num_classes + 1)).state_dict()
-    return {k for k in a if a[k].shape != b[k].shape}
-
-
-def _init_file(base_path: str, base_config, keep_classifier: bool, folder: Path) -> str:
-    """The base weights without the classifier unless it is kept (a file in ``folder``)."""
-    if keep_classifier:
-        return base_path
-    from safetensors.torch import load_file, save_file
-
-    drop = class_dependent_tensors(base_config)
-    state = {k: v for k, v in load_file(base_path).items() if k not in drop}
-    path = folder / "init.safetensors"
-    save_file(state, str(path))
-    return str(path)
-
-
 def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
               is_cancelled: CancelFn | None = None) -> FineTuneResult:
     """Run ``opts``; raises ValueError (bad input, the remedy in the message), OSError, or
@@ -157,7 +138,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
         report(0.02, split["note"])
     keep = labels.matched_base and labels.num_classes == base.config.num_classes
     config = dataclasses.replace(base.config, num_classes=labels.num_classes, patch_size=patch)
-    classifier = "kept (the base model's classes)" if keep else "re-initialised"
+    classifier = CLASSIFIER_KEPT if keep else CLASSIFIER_MAPPED
     shown = [c for c in labels.classes if (area.label == c[0]).any()]
     log.info("training area %s px (window %s), classes %s, classifier %s",
              area.image.shape[1:], area.window, [n for _, n, _ in labels.classes], classifier)
@@ -170,7 +151,8 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     per_epoch = opts.steps // epochs
     tc = TrainConfig(epochs=epochs, steps_per_epoch=per_epoch, batch_size=opts.batch_size,
                      accumulate=1, lr=opts.learning_rate, seed=opts.seed, device=opts.device,
-                     amp=opts.precision != "fp32", pretrained=None, threads=opts.threads)
+                     amp=opts.precision != "fp32", pretrained=None, threads=opts.threads,
+                     validate_start=True)
     source = {"raster": str(opts.raster), "window": list(area.window),
               "labels": str(opts.labels.path), "layer": opts.labels.layer,
               "class_field": opts.labels.field, "extent": list(opts.extent or ()) or None,
@@ -198,7 +180,13 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
                ("" if math.isnan(miou) else f", validation {miou:.4f}"))
 
     with tempfile.TemporaryDirectory(prefix="fctl_train_") as work:
-        tc.init_from = _init_file(base_path, base.config, keep, Path(work))
+        if keep:
+            tc.init_from, pairing = base_path, None
+        else:
+            report(0.04, "matching the new classes with the base model's")
+            tc.init_from, pairing = _mapped_init(base_path, base, config, train_img,
+                                                 labels.classes, Path(work), opts)
+        info.provenance["classifier_initialised_from"] = pairing
         summary = train(config, [train_img], [val_img] if val_img is not None else [], info,
                         Path(work) / "run", tc, on_epoch=on_epoch, on_step=on_step,
                         should_stop=cancelled)
@@ -224,6 +212,26 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     return FineTuneResult(str(opts.output), miou, val, round(time.perf_counter() - t0, 1),
                           total, [(c.id, c.name, tuple(c.color)) for c in card.classes],
                           classifier, opts.log_csv, opts.plot_png)
+
+
+def _mapped_init(base_path: str, base, config, train_img, classes, work: Path,
+                 opts: FineTuneOptions) -> tuple[str, dict]:
+    """The base weights with the classifier mapped onto the new classes (``class_map``): the
+    base model segments the training part as the engine runs it (native resolution, the
+    fine-tuned model's)."""
+    from ..checkpoint import load_checkpoint
+    from .class_map import mapped_init_file
+    from .evaluate import segment_file
+    from .loop import write_array
+
+    model, card = load_checkpoint(base_path, "cpu")
+    image = work / "base_on_training_area.tif"
+    write_array(image, train_img.image)
+    pred = segment_file(str(image), model, card, False, opts.device, opts.batch_size,
+                        workdir=work, precision=opts.precision)
+    image.unlink()
+    return mapped_init_file(base_path, card, config, pred, train_img.label, classes, IGNORE,
+                            work)
 
 
 def _copy(src: Path, dst: Path) -> None:

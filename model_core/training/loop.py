@@ -124,7 +124,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     crit = FocalLoss(tc.focal_gamma, info.ignore_index).to(device)
 
-    start_epoch, best, history, seconds = 0, -1.0, [], 0.0
+    start_epoch, best, history, seconds = 0, -math.inf, [], 0.0
     state_file, csv_file = out / "last_state.pt", out / "log.csv"
     if resume:
         if not state_file.is_file():
@@ -150,6 +150,23 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         "train": {**asdict(tc), "effective_batch": tc.batch_size * tc.accumulate,
                   "pretrained_tensors": n_pre, "initialised_from": init_report},
     }
+    if tc.validate_start and val_images and start_epoch == 0:
+        # The starting weights compete too: a fine-tuning whose epochs all score lower on
+        # validation than where it started returns the start, never something worse.
+        t0 = time.time()
+        scores = validate(model, make_card(config, info, {}), val_images, val_dir, device,
+                          tc.val_batch_size, tc.val_shared_context)
+        seconds += time.time() - t0
+        history.append({"epoch": 0, "step": 0, "lr": opt.param_groups[0]["lr"],
+                        "train_loss": float("nan"), "val_miou": scores.headline,
+                        "val_pixel_accuracy": scores.pixel_accuracy, "seconds": round(seconds, 1)})
+        _write_log(csv_file, history)
+        log.info("before training: val mIoU %.4f", scores.headline)
+        if not math.isnan(scores.headline):
+            best = scores.headline
+            save_checkpoint(out / "best.safetensors", model, make_card(config, info, {
+                **base_prov, "epochs": 0, "training_seconds": round(seconds, 1),
+                "val": scores.to_dict(), "selected": "starting weights (best val mIoU)"}))
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
         model.train()
@@ -191,7 +208,9 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
                 "val": scores.to_dict() if scores else None}
         card = make_card(config, info, prov)
         save_checkpoint(out / "last.safetensors", model, card)
-        score = row["val_miou"] if scores else -row["train_loss"]
+        # without validation (or with an undefined score) the lowest training loss is kept
+        score = row["val_miou"] if scores and not math.isnan(row["val_miou"]) else \
+            -row["train_loss"]
         if score > best:
             best = score
             save_checkpoint(out / "best.safetensors", model,

@@ -39,6 +39,8 @@ class TrainConfig:
     # model imagery coarser than its pixel size, as the engine enlarges it.
     coarser: tuple[float, ...] = ()
     coarser_prob: float = 0.5
+    # Validate the starting weights too, so that they are kept when no epoch beats them.
+    validate_start: bool = False
 
 
 @dataclass

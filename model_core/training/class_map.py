@@ -1,0 +1,109 @@
+"""The new classifier of a fine-tuned model starts from the base model's closest classes.
+
+Fine-tuning with classes the base model does not have used to start from a random classifier,
+so the first hundred steps went into relearning what the base model already knew (a
+"building" class on top of a land-cover model scored below the base model's own "urban"
+class after 60 steps). Instead, each new class starts as the base class that matches it best
+on the training area: the base model segments the training image as the engine runs it, and
+new class c is paired with base class b by the IoU of {label = c} and {prediction = b},
+greedily from the highest IoU, one base class per new class (the base model's ignored class
+is never a candidate). The paired rows of every class-dependent tensor (the decoder's score
+convolutions and, in both of their class dimensions, its learned upsamplings) are copied
+from the base model; an unpaired class keeps the fresh initialisation. Before the first
+step the new model therefore predicts each new class where the base model predicts its
+partner class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def match_classes(pred: np.ndarray, label: np.ndarray, new_ids: list[int], base_ids: list[int],
+                  ignore: int) -> dict[int, tuple[int, float]]:
+    """{new class id: (base class id, IoU)} paired greedily by decreasing IoU, one to one."""
+    keep = label != ignore
+    p, t = pred[keep].astype(np.int64), label[keep].astype(np.int64)
+    size = max(max(new_ids, default=0), int(t.max(initial=0))) + 1
+    bsize = max(max(base_ids, default=0), int(p.max(initial=0))) + 1
+    joint = np.bincount(t * bsize + p, minlength=size * bsize).reshape(size, bsize)
+    per_label, per_pred = joint.sum(1), joint.sum(0)
+    scored = []
+    for c in new_ids:
+        for b in base_ids:
+            inter = int(joint[c, b])
+            if inter:
+                scored.append((inter / (per_label[c] + per_pred[b] - inter), c, b))
+    pairs: dict[int, tuple[int, float]] = {}
+    for iou, c, b in sorted(scored, reverse=True):
+        if c not in pairs and all(b != pb for pb, _ in pairs.values()):
+            pairs[c] = (b, round(float(iou), 4))
+    return pairs
+
+
+def class_dims(config) -> dict[str, tuple[int, ...]]:
+    """For each tensor whose shape depends on the number of classes, the dimensions that do."""
+    from ..registry import DEFAULT_ARCH, create_model
+
+    a = create_model(DEFAULT_ARCH, config).state_dict()
+    b = create_model(DEFAULT_ARCH, dataclasses.replace(
+        config, num_classes=config.num_classes + 1)).state_dict()
+    return {k: tuple(d for d in range(a[k].ndim) if a[k].shape[d] != b[k].shape[d])
+            for k in a if a[k].shape != b[k].shape}
+
+
+def mapped_tensors(base: dict[str, Tensor], fresh: dict[str, Tensor],
+                   dims: dict[str, tuple[int, ...]], pairs: dict[int, int]
+                   ) -> dict[str, Tensor]:
+    """The class-dependent tensors of the new model: ``fresh`` with the paired base entries."""
+    out = {}
+    for name, d in dims.items():
+        t = fresh[name].clone()
+        src = base[name]
+        if len(d) == 1:
+            for c, b in pairs.items():
+                t.select(d[0], c).copy_(src.select(d[0], b))
+        elif len(d) == 2:
+            for c1, b1 in pairs.items():
+                for c2, b2 in pairs.items():
+                    t.select(d[0], c1).select(d[1] - 1, c2).copy_(
+                        src.select(d[0], b1).select(d[1] - 1, b2))
+        else:
+            raise ValueError(f"{name}: {len(d)} class dimensions, expected 1 or 2")
+        out[name] = t
+    return out
+
+
+def mapped_init_file(base_path: str, base_card, new_config, pred: np.ndarray, label: np.ndarray,
+                     new_classes: list[tuple[int, str, tuple]], ignore: int, folder: Path
+                     ) -> tuple[str, dict]:
+    """A safetensors file: the base weights with the classifier mapped onto the new classes;
+    and the pairing for the card (new class name -> base class name and IoU)."""
+    from safetensors.torch import load_file, save_file
+
+    from ..registry import DEFAULT_ARCH, create_model
+
+    base_ids = [c.id for c in base_card.classes if c.id != base_card.ignore_index]
+    new_ids = [c for c, _, _ in new_classes]
+    found = match_classes(pred, label, new_ids, base_ids, ignore)
+    base_state = load_file(base_path)
+    dims = class_dims(base_card.config)
+    torch.manual_seed(0)
+    fresh = create_model(DEFAULT_ARCH, new_config).state_dict()
+    state = {k: v for k, v in base_state.items() if k not in dims}
+    state.update(mapped_tensors(base_state, fresh, dims, {c: b for c, (b, _) in found.items()}))
+    path = folder / "init.safetensors"
+    save_file(state, str(path))
+    names = {c.id: c.name for c in base_card.classes}
+    report = {n: {"from": names[found[c][0]], "iou": found[c][1]} if c in found else None
+              for c, n, _ in new_classes}
+    log.info("classifier initialised from the base classes: %s", report)
+    return str(path), report
