@@ -96,7 +96,7 @@ def _fresh_classifier() -> None:
     from model_core.training import finetune, loop
     from model_core.training.class_map import class_dims
 
-    def fresh(base_path, base, config, train_img, classes, work, opts):
+    def fresh(base_path, base, config, train_img, classes, work, opts, cancelled):
         drop = class_dims(base.config)
         path = work / "init.safetensors"
         save_file({k: v for k, v in load_file(base_path).items() if k not in drop}, str(path))

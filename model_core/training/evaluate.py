@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class EvalItem:
 
 def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "auto",
                  batch_size: int = 4, workdir: str | Path | None = None,
-                 shared_context: bool = True, precision: str = "auto") -> np.ndarray:
+                 shared_context: bool = True, precision: str = "auto",
+                 is_cancelled: Callable[[], bool] | None = None) -> np.ndarray:
     """Class ids of ``image`` as the streaming engine writes them (read back from its GeoTIFF)."""
     from osgeo import gdal
 
@@ -50,7 +51,7 @@ def segment_file(image: str, model, card: ModelCard, tta: bool, device: str = "a
         opts = SegmentOptions(input=str(image), output=out, device=device, tta=tta,
                               batch_size=batch_size, shared_context=shared_context,
                               precision=precision)
-        segment(opts, model=model, card=card)
+        segment(opts, model=model, card=card, is_cancelled=is_cancelled)
         ds = gdal.Open(out)
         arr = ds.GetRasterBand(1).ReadAsArray()
         ds = None

@@ -185,7 +185,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
         else:
             report(0.04, "matching the new classes with the base model's")
             tc.init_from, pairing = _mapped_init(base_path, base, config, train_img,
-                                                 labels.classes, Path(work), opts)
+                                                 labels.classes, Path(work), opts, cancelled)
         info.provenance["classifier_initialised_from"] = pairing
         summary = train(config, [train_img], [val_img] if val_img is not None else [], info,
                         Path(work) / "run", tc, on_epoch=on_epoch, on_step=on_step,
@@ -215,7 +215,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
 
 
 def _mapped_init(base_path: str, base, config, train_img, classes, work: Path,
-                 opts: FineTuneOptions) -> tuple[str, dict]:
+                 opts: FineTuneOptions, cancelled: CancelFn) -> tuple[str, dict]:
     """The base weights with the classifier mapped onto the new classes (``class_map``): the
     base model segments the training part as the engine runs it (native resolution, the
     fine-tuned model's)."""
@@ -228,7 +228,7 @@ def _mapped_init(base_path: str, base, config, train_img, classes, work: Path,
     image = work / "base_on_training_area.tif"
     write_array(image, train_img.image)
     pred = segment_file(str(image), model, card, False, opts.device, opts.batch_size,
-                        workdir=work, precision=opts.precision)
+                        workdir=work, precision=opts.precision, is_cancelled=cancelled)
     image.unlink()
     return mapped_init_file(base_path, card, config, pred, train_img.label, classes, IGNORE,
                             work)
