@@ -125,8 +125,27 @@ def _random_blocks(h: int = 150, w: int = 200, seed: int = 1) -> np.ndarray:
     return a.astype(np.uint8)
 
 
+@pytest.fixture(params=["geos", "edges"])
+def union(request, monkeypatch):
+    """Regions crossing strips unioned by GEOS, or by edge cancellation (every region, and it
+    must succeed: no silent fallback to GEOS)."""
+    if request.param == "edges":
+        from model_core.inference import polygon_edges, polygon_strips
+
+        real = polygon_edges.union_pieces
+
+        def must_close(pieces):
+            merged = real(pieces)
+            assert merged is not None, "the edge union fell back to GEOS"
+            return merged
+
+        monkeypatch.setattr(polygon_strips, "EDGE_UNION_VERTICES", 0)
+        monkeypatch.setattr(polygon_edges, "union_pieces", must_close)
+    return request.param
+
+
 @pytest.mark.parametrize("rows", [1, 3, 7, 64])
-def test_strip_regions_equal_one_pass(tmp_path, rows):
+def test_strip_regions_equal_one_pass(tmp_path, rows, union):
     """iter_regions on strips of 1 to 64 rows: the polygons of one whole-band Polygonize."""
     a = _shapes()
     path = _tif(tmp_path / "s.tif", a, gt=(0.0, 1.0, 0.0, 0.0, 0.0, 1.0), epsg=None)
@@ -147,7 +166,7 @@ def test_strip_regions_equal_one_pass(tmp_path, rows):
     ((2.0, 1e-4, 0.0, 48.0, 0.0, -1e-4), 4326),              # degrees: areas on the ellipsoid
     ((100.0, 2.0, 0.5, 300.0, 0.25, -2.0), None),            # rotated, no CRS: areas in pixels
 ])
-def test_polygonize_in_strips_equals_one_pass(tmp_path, monkeypatch, gt, epsg):
+def test_polygonize_in_strips_equals_one_pass(tmp_path, monkeypatch, gt, epsg, union):
     """The GeoPackage written strip by strip (7 rows, transactions of 50 features) holds the
     one-pass polygons, with the right class ids, names and areas, and a spatial index."""
     monkeypatch.setattr(poly_mod, "TRANSACTION_FEATURES", 50)

@@ -6,7 +6,10 @@ The 1000 x 1000 RGB (1.5 m/px) gets the georeferencing of the full-resolution gr
 0/1 class ids, so fctl:train resamples them onto the 1.5 m raster (nearest neighbour). The
 bundled DeepGlobe model has no building class: its "urban" class is scored as buildings.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 60 --patch 128 OUT_DIR
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 200 OUT_DIR
+    # the control run of the README: a random classifier, as fine-tuning worked before
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 200 \
+        --skip-bundled --fresh-classifier OUT_DIR2
 """
 
 from __future__ import annotations

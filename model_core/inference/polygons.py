@@ -10,8 +10,9 @@ Memory stays flat whatever the raster's size and the number of polygons:
 * sieving runs GDAL's filter tile by tile, each tile inside a halo twice the threshold wide
   (:mod:`.polygon_sieve`): the same regions go as in one pass over the raster;
 * polygonising runs GDAL's polygoniser on strips of rows and unions the pieces of regions that
-  cross strip borders (:mod:`.polygon_strips`): the same polygons as one pass, up to vertex
-  order; only one region at a time is ever held whole;
+  cross strip borders (:mod:`.polygon_strips`; large regions by edge cancellation,
+  :mod:`.polygon_edges`): the same polygons as one pass, up to vertex order; only one region
+  at a time is ever held whole;
 * features are written in transactions of :data:`TRANSACTION_FEATURES`, with a spatial index,
   and GDAL's block cache is emptied after each strip or row of tiles.
 """
