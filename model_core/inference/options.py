@@ -49,7 +49,11 @@ class SegmentOptions:
         min_overlap: minimum overlap of neighbouring patches in pixels.
         layer_name: name of the polygon layer in the GeoPackage.
         memory_mb: budget of the streaming merge (logit accumulator and label strips) in MiB;
-            rasters too wide for it run in column groups. Never changes the labels.
+            rasters too wide for it run in column groups. Never changes the labels. 256 MiB
+            keeps rasters up to about 36,000 px wide (7 classes, 256 px patches) in one group;
+            wider ones run in groups, so that the merge and the held context tiles, which span a
+            group's width, stay bounded (a 100,000 px wide raster held 142 MiB of logits and
+            about 100 MiB of context tiles in one group).
         prefetch: read the next batch in a background thread while the current one runs.
         read_workers: threads reading batches ahead in parallel (each with its own handle on the
             raster); 0 = auto: 1 on CPU, where the reads share the cores with the network, and
@@ -96,7 +100,7 @@ class SegmentOptions:
     sieve_raster: bool = False
     min_overlap: int = 50
     layer_name: str = "classes"
-    memory_mb: float = 1024.0
+    memory_mb: float = 256.0
     prefetch: bool = True
     read_workers: int = 0
     shared_context: bool = True

@@ -12,9 +12,11 @@ the pixel that is not the region's: each ring then parts the region from one out
 hole, and rings touch at that point instead of touching themselves (an inverted hole), the form
 GEOS gives and OGC validity asks for.
 
-Memory: a few int64 arrays of the region's segments (about 60 bytes per vertex at the peak),
-against about 260-300 bytes per vertex for GEOS's cascaded union, which set the polygon step's
-peak on rasters with a very large region. :func:`union_pieces` returns None when the result
+Only horizontal edges on the strip borders can be shared (two pieces of one strip never share
+an edge: they would be one piece), so only horizontal edges are cut and cancelled. A vertex is
+one int64 key (row << 32 | column) and a directed edge its two keys: the arrays cost a few tens
+of bytes per vertex at the peak, against about 260-300 bytes per vertex for GEOS's cascaded
+union, which set the polygon step's peak on rasters with a very large region. :func:`union_pieces` returns None when the result
 is not one shell with its holes of the pieces' total area (it never was in the tests); the
 caller then falls back to GEOS.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Iterator
 
 import numpy as np
 
@@ -31,9 +34,13 @@ log = logging.getLogger(__name__)
 _WKB_POLYGON = 3
 
 
-def _rings(piece) -> list[np.ndarray]:
-    """(n, 2) int64 vertices of each ring of an OGR polygon (closing vertex dropped), exterior
-    first, read from its WKB without a Python object per vertex."""
+_SHIFT = 32
+_LOW = (1 << _SHIFT) - 1
+
+
+def _ring_keys(piece) -> Iterator[np.ndarray]:
+    """int64 vertex keys (row << 32 | column) of each ring of an OGR polygon (closing vertex
+    dropped), exterior first, read from its WKB without a Python object per vertex."""
     from osgeo import ogr
 
     buf = piece.ExportToWkb(ogr.wkbNDR)
@@ -41,115 +48,138 @@ def _rings(piece) -> list[np.ndarray]:
     if gtype != _WKB_POLYGON:
         raise ValueError(f"expected a 2D polygon, got WKB type {gtype}")
     (nrings,) = struct.unpack_from("<I", buf, 5)
-    off, out = 9, []
+    off = 9
     for _ in range(nrings):
         (n,) = struct.unpack_from("<I", buf, off)
         off += 4
-        pts = np.frombuffer(buf, "<f8", 2 * n, off).reshape(n, 2)
+        pts = np.rint(np.frombuffer(buf, "<f8", 2 * n, off).reshape(n, 2)[:-1]).astype(np.int64)
         off += 16 * n
-        out.append(np.rint(pts[:-1]).astype(np.int64))
-    return out
+        if pts.min(initial=0) < 0 or pts.max(initial=0) > _LOW >> 1:
+            raise ValueError("vertex outside the pixel grid")
+        yield (pts[:, 1] << _SHIFT) | pts[:, 0]
 
 
-def _twice_area(v: np.ndarray) -> int:
-    x, y = v[:, 0], v[:, 1]
+def _xy(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return keys & _LOW, keys >> _SHIFT
+
+
+def _twice_area(keys: np.ndarray) -> int:
+    """Twice the signed (shoelace) area of a ring of vertex keys."""
+    x, y = _xy(keys)
     return int(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
-def _segments(pieces: list) -> tuple[np.ndarray, int]:
-    """(m, 4) directed segments x0, y0, x1, y1 of every ring, interior on the left; and twice
-    the pieces' total area."""
-    segs, total = [], 0
+def _segments(pieces: list) -> tuple[np.ndarray, np.ndarray, int]:
+    """Start and end keys of every ring edge, interior on the left (exteriors counter-clockwise,
+    holes clockwise); and twice the pieces' total area."""
+    m = sum(p.GetGeometryRef(i).GetPointCount() - 1 for p in pieces
+            for i in range(p.GetGeometryCount()))
+    a, b = np.empty(m, np.int64), np.empty(m, np.int64)
+    off = total = 0
     for piece in pieces:
-        for k, ring in enumerate(_rings(piece)):
+        for k, ring in enumerate(_ring_keys(piece)):
             a2 = _twice_area(ring)
-            if (a2 < 0) == (k == 0):            # exterior counter-clockwise, holes clockwise
+            if (a2 < 0) == (k == 0):
                 ring = ring[::-1]
                 a2 = -a2
             total += a2
-            segs.append(np.concatenate([ring, np.roll(ring, -1, axis=0)], axis=1))
-    return np.concatenate(segs), total
+            n = len(ring)
+            a[off:off + n] = ring
+            b[off:off + n - 1] = ring[1:]
+            b[off + n - 1] = ring[0]
+            off += n
+    if off != m:
+        raise ValueError("ring sizes changed while reading")
+    return a, b, total
 
 
-def _split_horizontal(s: np.ndarray) -> np.ndarray:
-    """Horizontal segments cut at every segment endpoint on their row."""
-    hz = s[:, 1] == s[:, 3]
-    h, rest = s[hz], s[~hz]
-    if not len(h):
-        return s
-    # every endpoint on a row, as sortable (y, x) keys
-    ends = np.unique(np.concatenate([h[:, [1, 0]], h[:, [3, 2]]]), axis=0)
-    lo, hi = np.minimum(h[:, 0], h[:, 2]), np.maximum(h[:, 0], h[:, 2])
-    key = ends[:, 0] * (1 << 32) + ends[:, 1]
-    first = np.searchsorted(key, h[:, 1] * (1 << 32) + lo)       # the segment's own start
-    last = np.searchsorted(key, h[:, 1] * (1 << 32) + hi)        # its end
-    count = last - first                                           # pieces after cutting
-    idx = np.repeat(np.arange(len(h)), count)
-    step = np.arange(len(idx)) - np.repeat(np.cumsum(count) - count, count)
-    xa, xb = ends[first[idx] + step, 1], ends[first[idx] + step + 1, 1]
-    fwd = (h[:, 2] > h[:, 0])[idx]
-    y = h[idx, 1]
-    cut = np.stack([np.where(fwd, xa, xb), y, np.where(fwd, xb, xa), y], axis=1)
-    return np.concatenate([rest, cut])
+def _shared_borders_cancelled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges with every horizontal one cut at each horizontal endpoint on its row, and the
+    cut pieces present in both directions (a border two pieces share) dropped."""
+    hz = (a >> _SHIFT) == (b >> _SHIFT)
+    ha, hb = a[hz], b[hz]
+    a, b = a[~hz], b[~hz]
+    del hz
+    # keys order points by row, then column, so a row's endpoints are a contiguous sorted run
+    ends = np.unique(np.concatenate([ha, hb]))
+    lo, hi = np.minimum(ha, hb), np.maximum(ha, hb)
+    first = np.searchsorted(ends, lo)
+    count = np.searchsorted(ends, hi) - first            # pieces after cutting
+    del lo, hi
+    fwd = hb > ha
+    del ha, hb
+    idx = np.repeat(np.arange(len(first)), count)
+    pos = np.repeat(first, count) + (np.arange(len(idx)) - np.repeat(np.cumsum(count) - count,
+                                                                     count))
+    del first, count
+    left, right = ends[pos], ends[pos + 1]
+    del pos, ends
+    f = fwd[idx]
+    del idx, fwd
+    ca, cb = np.where(f, left, right), np.where(f, right, left)
+    del f, left, right
+    # a cut piece and its reverse share (min, max); a sort on that pair puts them side by side
+    lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
+    order = np.lexsort((hi, lo))
+    del lo, hi
+    sa, sb = ca[order], cb[order]
+    pair = (sa[1:] == sb[:-1]) & (sb[1:] == sa[:-1])
+    drop = np.zeros(len(order), bool)
+    drop[1:] |= pair
+    drop[:-1] |= pair
+    del pair, order
+    keep = ~drop
+    return np.concatenate([a, sa[keep]]), np.concatenate([b, sb[keep]])
 
 
-def _cancel(s: np.ndarray) -> np.ndarray:
-    """Drop every segment whose reverse is also there (a border two pieces share)."""
-    a, b = s[:, :2], s[:, 2:]
-    swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
-    lo, hi = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
-    order = np.lexsort((hi[:, 1], hi[:, 0], lo[:, 1], lo[:, 0]))
-    k = np.concatenate([lo, hi], axis=1)[order]
-    same = np.all(k[1:] == k[:-1], axis=1)
-    drop = np.zeros(len(s), bool)
-    drop[order[1:][same]] = True
-    drop[order[:-1][same]] = True
-    return s[~drop]
-
-
-def _link(s: np.ndarray) -> list[np.ndarray] | None:
-    """The segments linked into rings (vertex arrays, collinear vertices dropped); None when
-    they do not form closed rings."""
-    n = len(s)
-    start = s[:, 0] * (1 << 32) + s[:, 1]
-    end = s[:, 2] * (1 << 32) + s[:, 3]
-    order = np.argsort(start, kind="stable")
-    sk = start[order]
-    lo, hi = np.searchsorted(sk, end, "left"), np.searchsorted(sk, end, "right")
-    if np.any(hi == lo):
+def _link(a: np.ndarray, b: np.ndarray) -> list[np.ndarray] | None:
+    """The edges linked into rings (vertex keys, collinear vertices dropped); None when they
+    do not form closed rings."""
+    n = len(a)
+    order = np.argsort(a, kind="stable")
+    sk = a[order]
+    lo = np.searchsorted(sk, b, "left")
+    many = np.searchsorted(sk, b, "right") - lo
+    del sk
+    if np.any(many == 0) or np.any(many > 2):
         return None
     succ = order[lo]
-    two = np.nonzero(hi - lo == 2)[0]
-    if np.any(hi - lo > 2):
-        return None
+    two = np.nonzero(many == 2)[0]
+    del many
     if len(two):
-        d_in = s[two, 2:] - s[two, :2]
         c1, c2 = order[lo[two]], order[lo[two] + 1]
-        d1, d2 = s[c1, 2:] - s[c1, :2], s[c2, 2:] - s[c2, :2]
-        cross1 = d_in[:, 0] * d1[:, 1] - d_in[:, 1] * d1[:, 0]
-        cross2 = d_in[:, 0] * d2[:, 1] - d_in[:, 1] * d2[:, 0]
+        x0, y0 = _xy(a[two])
+        x1, y1 = _xy(b[two])
+
+        def cross(c: np.ndarray) -> np.ndarray:
+            xa, ya = _xy(a[c])
+            xb, yb = _xy(b[c])
+            return (x1 - x0) * (yb - ya) - (y1 - y0) * (xb - xa)
+
         # the rightmost turn: go round the pixel that is not the region's, so that each ring
         # parts the region from one outside or hole only (rings touch, never themselves)
-        succ[two] = np.where(np.sign(cross1) <= np.sign(cross2), c1, c2)
+        succ[two] = np.where(np.sign(cross(c1)) <= np.sign(cross(c2)), c1, c2)
+    del order, lo, two
     if len(np.unique(succ)) != n:
         return None
     seen = np.zeros(n, bool)
+    path = np.empty(n, np.int64)
     rings = []
     for i in range(n):
         if seen[i]:
             continue
-        cyc = []
-        j = i
+        k, j = 0, i
         while not seen[j]:
             seen[j] = True
-            cyc.append(j)
-            j = int(succ[j])
+            path[k] = j
+            k += 1
+            j = succ[j]
         if j != i:
             return None
-        v = s[np.asarray(cyc), :2]
-        d = np.roll(v, -1, axis=0) - v
-        dprev = np.roll(d, 1, axis=0)
-        turn = (dprev[:, 0] * d[:, 1] - dprev[:, 1] * d[:, 0]) != 0
+        v = a[path[:k]]
+        x, y = _xy(v)
+        dx, dy = np.roll(x, -1) - x, np.roll(y, -1) - y
+        turn = (np.roll(dx, 1) * dy - np.roll(dy, 1) * dx) != 0
         v = v[turn]
         if len(v) < 4:
             return None
@@ -162,9 +192,9 @@ def _to_ogr(shell: np.ndarray, holes: list[np.ndarray]):
 
     parts = [struct.pack("<BII", 1, _WKB_POLYGON, 1 + len(holes))]
     for ring in [shell, *holes]:
-        closed = np.concatenate([ring, ring[:1]]).astype("<f8")
-        parts.append(struct.pack("<I", len(closed)))
-        parts.append(closed.tobytes())
+        x, y = _xy(np.concatenate([ring, ring[:1]]))
+        parts.append(struct.pack("<I", len(x)))
+        parts.append(np.stack([x, y], axis=1).astype("<f8").tobytes())
     return ogr.CreateGeometryFromWkb(b"".join(parts))
 
 
@@ -172,17 +202,18 @@ def union_pieces(pieces: list):
     """The OGR polygon (pixel coordinates) of one region from its strip pieces, or None when
     the edges do not close into one shell with holes of the pieces' area (then use GEOS)."""
     try:
-        s, twice_total = _segments(pieces)
+        a, b, twice_total = _segments(pieces)
     except ValueError as exc:   # not plain 2D polygons: GDAL's polygoniser never gave one
         log.debug("edge union: %s", exc)
         return None
-    s = _cancel(_split_horizontal(s))
-    rings = _link(s) if len(s) else None
+    a, b = _shared_borders_cancelled(a, b)
+    rings = _link(a, b) if len(a) else None
+    del a, b
     if rings is None:
         log.debug("edge union: the boundary does not close into rings")
         return None
     areas = [_twice_area(r) for r in rings]
-    shells = [i for i, a in enumerate(areas) if a > 0]
+    shells = [i for i, area in enumerate(areas) if area > 0]
     if len(shells) != 1 or sum(areas) != twice_total:
         log.debug("edge union: %d shells, area %d vs %d", len(shells), sum(areas), twice_total)
         return None
