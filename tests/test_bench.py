@@ -113,3 +113,18 @@ def test_multiply_add_floor_counts_the_shared_map(tmp_path):
     # the x3 map covers the raster at 1/3: at least (640/3)^2 downsampled pixels are encoded
     extra = got["raster_640"] * n * base_m - n * shared
     assert extra >= (640 / 3) ** 2 * encoder_macs_per_pixel(fctl, torch.device("cpu"))
+
+
+def test_child_peak_rss_is_its_own_not_the_parents():
+    """A benchmarked child reports its own peak: ru_maxrss / wait4 would report at least what
+    this process held before it spawned the child (Linux carries it over at exec)."""
+    import numpy as np
+
+    from model_core.bench.rss import peak_rss_mb, run_model_core
+
+    held = np.ones(600 * 2 ** 20, np.uint8)     # this process's high-water mark >= 600 MiB
+    del held
+    assert peak_rss_mb() >= 600
+    code, out, peak = run_model_core(["--help"], cwd=ROOT)
+    assert code == 0 and "segment" in out
+    assert 5 < peak < 300, peak                 # an interpreter and the parser, no torch

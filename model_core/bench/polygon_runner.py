@@ -16,12 +16,13 @@ import argparse
 import json
 import logging
 import os
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .rss import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def run_step(raster: str | Path, workdir: str | Path, threshold: int = 25,
     return {"width": ds.RasterXSize, "height": ds.RasterYSize, "one_pass": one_pass,
             "sieve_s": t1 - t0, "polygonize_s": t2 - t1, "total_s": t2 - t0, "polygons": n,
             "gpkg_mb": os.path.getsize(gpkg) / 2 ** 20,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,6 @@ command, exactly as users run it, and the time to read every patch's inputs."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -50,18 +48,17 @@ def _write_checkpoint(config: FCtLConfig, path: Path) -> None:
 def run_raster(raster: Path, model_path: Path, out: Path, device: str, batch: int,
                threads: int, extra: Sequence[str] = ()) -> dict[str, float]:
     """Segment one raster in a fresh process; wall time and that process's peak RSS."""
-    cmd = [sys.executable, "-m", "model_core", "segment", str(raster), str(out),
-           "--model", str(model_path), "--device", device, "--batch-size", str(batch), *extra]
+    from .rss import run_model_core
+
+    args = ["segment", str(raster), str(out), "--model", str(model_path), "--device", device,
+            "--batch-size", str(batch), *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=str(Path(__file__).resolve().parents[2]))
-    _, status, usage = os.wait4(proc.pid, 0)
+    code, output, peak = run_model_core(args, env, Path(__file__).resolve().parents[2])
     wall = time.perf_counter() - t
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         raise RuntimeError(f"segment failed on {raster}:\n{output[-2000:]}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"wall_s": wall, "peak_rss_mb": peak,
             "s_per_megapixel": wall / (_pixels(raster) / 1e6)}
 
 
