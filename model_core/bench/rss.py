@@ -20,15 +20,17 @@ from typing import Mapping, Sequence
 
 MARKER = "FCTL_BENCH_PEAK_RSS_KB"
 
-# Runs ``python -m model_core ARGS`` and prints the process's own peak at exit.
+# Runs ``python -m PACKAGE ARGS`` and prints the process's own peak at exit.
 _WRAPPER = f"""
-import atexit, runpy, sys
-from model_core.bench.rss import peak_rss_mb
-atexit.register(lambda: print("\\n{MARKER}", int(peak_rss_mb() * 1024), file=sys.stderr,
+import atexit, importlib, runpy, sys
+package = sys.argv.pop(1)
+rss = importlib.import_module(package + ".bench.rss")
+atexit.register(lambda: print("\\n{MARKER}", int(rss.peak_rss_mb() * 1024), file=sys.stderr,
                               flush=True))
-sys.argv = ["model_core", *sys.argv[1:]]
-runpy.run_module("model_core", run_name="__main__", alter_sys=True)
+sys.argv = [package, *sys.argv[1:]]
+runpy.run_module(package, run_name="__main__", alter_sys=True)
 """
+_PACKAGE = __package__.rsplit(".", 1)[0]    # the engine, whatever it is imported as
 
 
 def peak_rss_mb() -> float:
@@ -48,7 +50,7 @@ def run_model_core(args: Sequence[str], env: Mapping[str, str] | None = None,
                    cwd: str | Path | None = None) -> tuple[int, str, float]:
     """``python -m model_core ARGS`` in a fresh process: exit code, output (stdout and stderr)
     and the process's own peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, *args], env=dict(env or os.environ),
+    proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, _PACKAGE, *args], env=dict(env or os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             cwd=str(cwd) if cwd else None)
     out, _ = proc.communicate()
