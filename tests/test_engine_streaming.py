@@ -22,7 +22,6 @@ def _img(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
 
 
-
 def test_default_budget_bounds_wide_rasters_in_the_width():
     """With the default budget a raster as wide as the README promises (100,000 px) runs in
     column groups of at most ~36,000 px, so the merge and the held context tiles stay bounded in
@@ -34,6 +33,7 @@ def test_default_budget_bounds_wide_rasters_in_the_width():
     assert wide.groups[0].own_x0 == 0 and wide.groups[-1].own_x1 == 100_000
     ordinary = make_plan((20_000, 600), 256, (0, 0, 20_000, 600), K, budget)
     assert len(ordinary.groups) == 1
+
 
 @pytest.mark.parametrize("window", [None, (13, 7, 150, 90)])
 def test_merge_equals_full_float32_sum_for_any_budget(window):

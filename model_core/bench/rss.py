@@ -50,8 +50,9 @@ def run_model_core(args: Sequence[str], env: Mapping[str, str] | None = None,
                    cwd: str | Path | None = None) -> tuple[int, str, float]:
     """``python -m model_core ARGS`` in a fresh process: exit code, output (stdout and stderr)
     and the process's own peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, _PACKAGE, *args], env=dict(env or os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, _PACKAGE, *args],
+                            env=dict(env or os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
                             cwd=str(cwd) if cwd else None)
     out, _ = proc.communicate()
     text = out.decode(errors="replace")

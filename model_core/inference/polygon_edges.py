@@ -16,9 +16,9 @@ Only horizontal edges on the strip borders can be shared (two pieces of one stri
 an edge: they would be one piece), so only horizontal edges are cut and cancelled. A vertex is
 one int64 key (row << 32 | column) and a directed edge its two keys: the arrays cost a few tens
 of bytes per vertex at the peak, against about 260-300 bytes per vertex for GEOS's cascaded
-union, which set the polygon step's peak on rasters with a very large region. :func:`union_pieces` returns None when the result
-is not one shell with its holes of the pieces' total area (it never was in the tests); the
-caller then falls back to GEOS.
+union, which set the polygon step's peak on rasters with a very large region.
+:func:`union_pieces` returns None when the result is not one shell with its holes of the
+pieces' total area (it never was in the tests); the caller then falls back to GEOS.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _WKB_POLYGON = 3
-
-
-_SHIFT = 32
+_SHIFT = 32                  # vertex key: row << 32 | column
 _LOW = (1 << _SHIFT) - 1
 
 
