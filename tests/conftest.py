@@ -46,3 +46,13 @@ def write_geotiff(path: Path, array: np.ndarray, *, epsg: int | None = 32631,
     ds.FlushCache()
     ds = None
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_remembered_dock_choices():
+    """The dock remembers its choices in the test profile's QgsSettings (``fctl/...``); those of
+    an earlier local run would otherwise stand in for the defaults the tests expect."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("fctl")
+    yield

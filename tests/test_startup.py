@@ -41,3 +41,40 @@ def test_segment_run_imports_neither_training_nor_plotting(tmp_path, tiny_model)
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_the_command_line_skips_teardown_but_keeps_outputs_exit_codes_and_handlers(tmp_path,
+                                                                                   tiny_model):
+    """``python -m model_core`` leaves through ``os._exit`` (no teardown of torch's modules):
+    piped output is flushed, exit handlers run, outputs are complete, error codes kept."""
+    import numpy as np
+    from osgeo import gdal, ogr
+
+    raster = tmp_path / "in.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(raster), 80, 80, 3, gdal.GDT_Byte)
+    for b in range(3):
+        ds.GetRasterBand(b + 1).WriteArray(np.tile(np.arange(80, dtype=np.uint8) * (b + 1),
+                                                   (80, 1)))
+    ds = None
+    out, gpkg = tmp_path / "out.tif", tmp_path / "out.gpkg"
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('exit handler ran'))\n"
+            f"sys.argv = ['model_core', 'segment', {str(raster)!r}, {str(out)!r}, '--model', "
+            f"{str(tiny_model)!r}, '--vector', {str(gpkg)!r}, '--device', 'cpu']\n"
+            "runpy.run_module('model_core', run_name='__main__')\n"
+            "print('not reached: os._exit')\n")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "exit handler ran" and "not reached" not in proc.stdout
+    assert any("80 x 80 px" in line for line in lines), proc.stdout
+    ds = gdal.Open(str(out))
+    assert (ds.RasterXSize, ds.RasterYSize) == (80, 80)
+    assert ds.GetRasterBand(1).ReadAsArray().shape == (80, 80)
+    vec = ogr.Open(str(gpkg))
+    assert vec.GetLayer(0).GetFeatureCount() > 0
+    bad = subprocess.run([sys.executable, "-m", "model_core", "segment",
+                          str(tmp_path / "missing.tif"), str(tmp_path / "x.tif"), "--model",
+                          str(tiny_model)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "error:" in bad.stderr

@@ -1,7 +1,10 @@
 """Agreement of labels for the same ground at different pixel sizes (issue: geographic
 correctness). A DeepGlobe image (0.5 m) is given a projected CRS, resampled to 0.25 m (cubic)
 and 1 m (average), each segmented with the given pixel-size mode, and compared with the 0.5 m
-run on the 0.5 m grid. Usage: python tools/resolution_agreement.py IMAGE [MODEL] [--modes auto,native]
+run on the 0.5 m grid; with ``--truth MASK`` (a DeepGlobe mask), also each run's pixel accuracy
+against the ground truth (unknown pixels left out), so that a disagreement can be read as the
+coarser run's loss or as the 0.5 m run's own error.
+Usage: python tools/resolution_agreement.py IMAGE [--model M] [--modes auto,native] [--truth MASK]
 """
 import argparse
 import json
@@ -22,6 +25,8 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--modes", default="auto,native")
     ap.add_argument("--sizes", default="0.25,1.0")
+    ap.add_argument("--output-grid", default="input", choices=("input", "processing"))
+    ap.add_argument("--truth", help="DeepGlobe mask of IMAGE: adds each run's accuracy")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     srs = osr.SpatialReference()
@@ -45,6 +50,7 @@ def main() -> None:
             opts = SegmentOptions(input=str(path), output=str(out), model=args.model,
                                   device="cpu")
             opts.pixel_size = mode
+            opts.output_grid = args.output_grid
             segment(opts)
             on_base = gdal.Warp("", str(out), format="MEM", width=w, height=h,
                                 outputBounds=(500000, 5000000, 500000 + 0.5 * w,
@@ -54,6 +60,13 @@ def main() -> None:
     for (px, mode), lab in labels.items():
         ref = labels[(0.5, mode)]
         result[f"{px} m, {mode}"] = round(float((lab == ref).mean()), 4)
+    if args.truth:
+        from model_core.training.data import deepglobe_mask_to_ids
+
+        truth = deepglobe_mask_to_ids(gdal.Open(args.truth).ReadAsArray())
+        known = truth != 0
+        for (px, mode), lab in labels.items():
+            result[f"accuracy {px} m, {mode}"] = round(float((lab == truth)[known].mean()), 4)
     print(json.dumps(result, indent=1))
 
 

@@ -169,8 +169,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               processing="BATCH_SIZE", dock=True),
     RunOption("precision", "choice", "Precision",
               "Number format of the network: auto = bfloat16 on GPUs that have it, float32 on "
-              "CPUs; bf16 on CPUs with AVX512-BF16 or AMX is about 2x faster but changes about "
-              "2 % of the labels (measured in the README); fp32; bf16.",
+              "CPUs (on a CPU with AVX512-BF16 the engine measured slower in bf16 than in "
+              "float32, and 1.5 % of the labels changed: see the README); fp32; bf16.",
               choices=("auto", "fp32", "bf16"), cli="--precision",
               processing="PRECISION", dock=True, advanced=True),
     RunOption("tta", "bool", "Test-time augmentation (8x slower)",

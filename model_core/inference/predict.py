@@ -74,10 +74,11 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
     """True = run under bf16 autocast.
 
     ``auto``: bf16 on CUDA GPUs that have it (as the engine always ran there), fp32 on CPUs:
-    measured on this project's CPU with AVX512-BF16, bf16 is about 2x faster but changes 2 % of
-    the bundled model's labels on the sample and more than the 0.5 % we accept on the DeepGlobe
-    test images (README), whichever part is kept in fp32 (the encoder's features already
-    differ). ``fp32``; ``bf16`` (emulated, and slower, where the device lacks it).
+    on this project's CPU with AVX512-BF16 the engine's fused channels-last encoder, called one
+    image at a time, is slower in bf16 (29 vs 20 ms per 256 px image, one thread; autocast 32
+    ms), and bf16 changes 1.5 % of the bundled model's labels on the DeepGlobe test images, more
+    than the 0.5 % we accept (README), whichever part is kept in fp32 (the encoder's features
+    already differ). ``fp32``; ``bf16`` (emulated, and slower, where the device lacks it).
     """
     p = (precision or "auto").lower()
     if p not in PRECISIONS:
