@@ -54,31 +54,26 @@ def test_view_pairs_are_the_same_crops_of_the_sharp_and_a_coarser_image():
         RandomSampler([LabelledImage("a", img, label)], tiny(patch_size=32)).view_pairs(2)
 
 
-@pytest.mark.slow
-def test_the_consistency_term_brings_coarse_predictions_to_the_sharp_ones(tmp_path):
-    """The same short run with and without the term, from the same start and samples: with it,
-    held-out coarse crops are labelled more like their sharp crops."""
-    from model_core.checkpoint import load_checkpoint
+def test_the_training_loss_carries_the_weighted_consistency_term(tmp_path):
+    """lr 0: both runs see the same pairs through the same network, so their logged losses
+    differ by (w1 - w0) x the mean KL, which is positive (coarse crops are not labelled exactly
+    as sharp ones); without the term in the loss they would be equal."""
+    import csv
+
     from model_core.training.loop import DataInfo, TrainConfig, train
 
-    tr, va = _pair(tmp_path, 0), _pair(tmp_path, 1)
+    tr = _pair(tmp_path, 0)
     info = DataInfo([(0, "nothing", (0, 0, 0)), (1, "water", (0, 0, 255)),
                      (2, "forest", (0, 255, 0)), (3, "fields", (255, 255, 0))], ignore_index=0)
-    config = tiny(num_classes=4)
-    held = RandomSampler([va], config, seed=7, coarser=(2.0, 3.0)).view_pairs(8)
-    agreement = {}
-    for weight in (0.0, 3.0):
-        tc = TrainConfig(epochs=1, steps_per_epoch=20, batch_size=2, accumulate=1, lr=3e-3,
-                         pretrained=None, threads=1, coarser=(2.0, 3.0), coarser_prob=1.0,
-                         consistency=weight)
-        train(config, [tr], [], info, tmp_path / f"w{weight}", tc)
-        model, _ = load_checkpoint(tmp_path / f"w{weight}" / "last.safetensors")
-        with torch.no_grad():
-            lab = model(held.local, held.contexts["medium"], held.contexts["large"],
-                        boxes=held.boxes).argmax(1)
-        agreement[weight] = float((lab[:8] == lab[8:]).float().mean())
-    print("AGREE", agreement)
-    assert agreement[3.0] > agreement[0.0], agreement
+    loss = {}
+    for weight in (1e-9, 100.0):
+        tc = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, accumulate=1, lr=0.0,
+                         pretrained=None, threads=1, coarser=(2.0, 3.0), consistency=weight)
+        train(tiny(num_classes=4), [tr], [], info, tmp_path / str(weight), tc)
+        rows = list(csv.DictReader(open(tmp_path / str(weight) / "log.csv")))
+        loss[weight] = float(rows[0]["train_loss"])
+    kl = (loss[100.0] - loss[1e-9]) / 100.0
+    assert 1e-6 < kl < 5.0, loss
     with pytest.raises(ValueError, match="coarser-views"):
-        train(config, [tr], [], info, tmp_path / "bad",
+        train(tiny(num_classes=4), [tr], [], info, tmp_path / "bad",
               TrainConfig(epochs=1, steps_per_epoch=1, pretrained=None, consistency=1.0))
