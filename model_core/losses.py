@@ -31,26 +31,3 @@ class FocalLoss(nn.Module):
         if n == 0:
             return logits.sum() * 0.0  # keeps the graph for backward on an all-ignored batch
         return loss[valid].sum() / n
-
-
-class ViewConsistency(nn.Module):
-    """KL(p_fine || p_coarse), the mean over labelled pixels: pulls the prediction on a coarser
-    capture of a crop (what the engine feeds the network for imagery coarser than the model's
-    pixel size) towards the prediction on the sharp crop, which is held fixed (no gradient).
-
-    Not in the paper: it serves the engine's reading at the model's pixel size (the same ground
-    at 1 m should get the labels it gets at 0.5 m)."""
-
-    def __init__(self, ignore_index: int | None = None) -> None:
-        super().__init__()
-        self.ignore_index = -100 if ignore_index is None else int(ignore_index)
-
-    def forward(self, coarse: Tensor, fine: Tensor, target: Tensor) -> Tensor:
-        p_fine = F.softmax(fine.detach().float(), dim=1)
-        kl = (p_fine * (torch.log(p_fine.clamp_min(1e-8))
-                        - F.log_softmax(coarse.float(), dim=1))).sum(1)
-        valid = target != self.ignore_index
-        n = valid.sum()
-        if n == 0:
-            return coarse.sum() * 0.0
-        return kl[valid].sum() / n

@@ -133,11 +133,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "back (cubic), as the engine reads coarser imagery (e.g. 1.25,1.5,2,3)")
     g.add_argument("--coarser-prob", type=float, default=0.5,
                    help="share of samples taken from a coarser view (default 0.5)")
-    g.add_argument("--consistency", type=float, default=0.0, metavar="W",
-                   help="train on pairs of the same crop, sharp and from a coarser view, both "
-                        "supervised, plus W x KL(sharp || coarser) so that coarser imagery "
-                        "gets the sharp labels (needs --coarser-views; twice the cost per "
-                        "mini-batch; default 0 = off)")
     g.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
@@ -156,8 +151,7 @@ def train_config(args: argparse.Namespace, train_images: list | None = None) -> 
                        augment=not args.no_augment, threads=args.threads,
                        init_from=args.init_from,
                        coarser=tuple(float(v) for v in args.coarser_views.split(","))
-                       if args.coarser_views else (), coarser_prob=args.coarser_prob,
-                       consistency=args.consistency)
+                       if args.coarser_views else (), coarser_prob=args.coarser_prob)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import torch
 from ..checkpoint import ClassInfo, ModelCard, save_checkpoint
 from ..config import FCtLConfig
 from ..inference.predict import resolve_device
-from ..losses import FocalLoss, ViewConsistency
+from ..losses import FocalLoss
 from ..models import FCtL
 from ..registry import DEFAULT_ARCH, create_model
 from .data import LabelledImage
@@ -123,9 +123,6 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         opt, lambda s: poly_lr(s, total_updates, tc.poly_power))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     crit = FocalLoss(tc.focal_gamma, info.ignore_index).to(device)
-    agree = ViewConsistency(info.ignore_index)
-    if tc.consistency and not tc.coarser:
-        raise ValueError("--consistency needs coarser-capture views: add --coarser-views")
 
     start_epoch, best, history, seconds = 0, -math.inf, [], 0.0
     state_file, csv_file = out / "last_state.pt", out / "log.csv"
@@ -180,16 +177,11 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
             if should_stop is not None and should_stop():
                 from ..inference.options import Cancelled
                 raise Cancelled("training cancelled")
-            pairs = bool(tc.consistency)
-            s = (sampler.view_pairs(tc.batch_size) if pairs
-                 else sampler.batch(tc.batch_size)).to(device)
+            s = sampler.batch(tc.batch_size).to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(s.local, s.contexts.get("medium"), s.contexts.get("large"),
                                boxes=s.boxes)
                 loss = crit(logits, s.label)
-                if pairs:
-                    n = tc.batch_size
-                    loss = loss + tc.consistency * agree(logits[n:], logits[:n], s.label[:n])
             scaler.scale(loss / tc.accumulate).backward()
             if (step + 1) % tc.accumulate == 0 or step + 1 == tc.steps_per_epoch:
                 scaler.step(opt)

@@ -161,23 +161,3 @@ class RandomSampler:
 
     def batch(self, n: int) -> Sample:
         return collate([self.sample() for _ in range(n)])
-
-    def view_pairs(self, n: int) -> Sample:
-        """2n samples: n random crops of the sharp images, then the same n crops (image,
-        transform, window) of one of their coarser views each, for a consistency loss."""
-        if len(self.views[0]) < 2:
-            raise ValueError("view pairs need coarser-capture factors (--coarser-views)")
-        P = self.cutter.size
-        fine, coarse = [], []
-        for _ in range(n):
-            i = int(self.rng.integers(len(self.images)))
-            k, f = DIHEDRAL[int(self.rng.integers(8))] if self.augment else (0, False)
-            v = 1 + int(self.rng.integers(len(self.views[i]) - 1))
-            lab = dihedral(self.images[i].label, k, f)
-            H, W = lab.shape
-            win = Window(int(self.rng.integers(0, W - P + 1)),
-                         int(self.rng.integers(0, H - P + 1)), P, P)
-            for view, out in ((0, fine), (v, coarse)):
-                out.append(self.cutter.cut(dihedral(self.views[i][view], k, f), win, lab,
-                                           self._global[(i, view, k, f)]))
-        return collate(fine + coarse)

@@ -39,9 +39,6 @@ class TrainConfig:
     # model imagery coarser than its pixel size, as the engine enlarges it.
     coarser: tuple[float, ...] = ()
     coarser_prob: float = 0.5
-    # Weight of the fine/coarse view consistency (losses.ViewConsistency); > 0 trains on pairs
-    # of the same crop, sharp and coarser, both supervised, at twice the cost per mini-batch.
-    consistency: float = 0.0
     # Validate the starting weights too, so that they are kept when no epoch beats them.
     validate_start: bool = False
 
