@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--modes", default="auto,native")
     ap.add_argument("--sizes", default="0.25,1.0")
+    ap.add_argument("--tta", action="store_true", help="segment with test-time augmentation")
     ap.add_argument("--output-grid", default="input", choices=("input", "processing"))
     ap.add_argument("--truth", help="DeepGlobe mask of IMAGE: adds each run's accuracy")
     args = ap.parse_args()
@@ -51,6 +52,7 @@ def main() -> None:
                                   device="cpu")
             opts.pixel_size = mode
             opts.output_grid = args.output_grid
+            opts.tta = args.tta
             segment(opts)
             on_base = gdal.Warp("", str(out), format="MEM", width=w, height=h,
                                 outputBounds=(500000, 5000000, 500000 + 0.5 * w,
