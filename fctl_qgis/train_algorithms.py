@@ -34,8 +34,10 @@ TRAIN_HELP = (
     "validated too, so the result never scores below it on the validation strip. Without a class field every polygon is one class named after the layer and the "
     "other pixels of the area are 'background'; with one (integer ids, or text names that become "
     "classes in order of first appearance) unlabelled pixels are ignored. A spatially separate "
-    "strip holds out the validation pixels. The model is trained at the raster's pixel size, "
-    "which its card records. A cancelled run writes no model.")
+    "strip holds out the validation pixels. The model is trained at the raster's pixel size, or "
+    "at the training pixel size you give (the area is resampled as fctl:segment resamples "
+    "imagery: averaged when coarser, cubic when finer, labels nearest), which its card records; "
+    "fctl:segment then reads imagery at that pixel size. A cancelled run writes no model.")
 EVAL_HELP = (
     "Scores a model on labelled polygons or a label raster: the labelled area is segmented as "
     "fctl:segment does and compared with the labels. Writes per-class IoU, F1 and accuracy "
@@ -70,6 +72,7 @@ class TrainAlgorithm(_Base):
     BASE_MODEL = "BASE_MODEL"
     STEPS = "STEPS"
     PATCH_SIZE = "PATCH_SIZE"
+    PIXEL_SIZE = "PIXEL_SIZE"
     LEARNING_RATE = "LEARNING_RATE"
     VALIDATION_FRACTION = "VALIDATION_FRACTION"
     DEVICE = ti.DEVICE
@@ -105,6 +108,11 @@ class TrainAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterNumber(
             self.PATCH_SIZE, self.tr("Patch size in pixels (0 = the base model's)"),
             QgsProcessingParameterNumber.Type.Integer, 0, minValue=0, maxValue=2048))
+        px = QgsProcessingParameterNumber(
+            self.PIXEL_SIZE, self.tr("Training pixel size in metres (0 = the raster's own)"),
+            QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0, maxValue=1000.0)
+        px.setMetadata({"widget_wrapper": {"decimals": 3}})
+        self.addParameter(px)
         lr = QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Learning rate"),
                                           QgsProcessingParameterNumber.Type.Double, DEFAULT_LR,
                                           minValue=1e-7, maxValue=1.0)
@@ -148,6 +156,7 @@ class TrainAlgorithm(_Base):
             extent=extent, extent_wkt=wkt,
             steps=self.parameterAsInt(parameters, self.STEPS, context),
             patch_size=self.parameterAsInt(parameters, self.PATCH_SIZE, context) or None,
+            pixel_size=self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None,
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION,
                                                        context),

@@ -59,6 +59,18 @@ def gdal_resize(image: np.ndarray, out_h: int, out_w: int, alg: str) -> np.ndarr
     return out.ReadAsArray().reshape(c, out_h, out_w)
 
 
+def resample_labelled(image: np.ndarray, label: np.ndarray, from_m: float, to_m: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) ``image`` and (H, W) ``label`` taken from ``from_m`` to ``to_m`` metres per
+    pixel as the engine resamples rasters: area average when coarser, cubic when finer; labels
+    nearest."""
+    h, w = label.shape
+    out_w, out_h = (max(1, round(v * from_m / to_m)) for v in (w, h))
+    alg = "average" if to_m > from_m else "cubic"
+    return (gdal_resize(image, out_h, out_w, alg),
+            gdal_resize(label[None], out_h, out_w, "near")[0])
+
+
 def coarser_view(image: np.ndarray, factor: float) -> np.ndarray:
     """``image`` as the engine sees imagery captured ``factor`` times coarser: averaged down by
     ``factor``, then enlarged back to its size with cubic resampling (the engine's enlarging read)."""

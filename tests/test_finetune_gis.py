@@ -6,6 +6,8 @@ No training here (tests/test_train_algorithms.py trains)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,32 @@ def test_validation_points_divide_the_steps():
     from model_core.training.finetune import epochs_for
 
     assert epochs_for(300) == 10 and epochs_for(4) == 1 and epochs_for(120) == 6
+
+
+def test_training_area_resampled_to_a_pixel_size_over_the_same_ground(tmp_path):
+    """fctl:train's PIXEL_SIZE: pixels averaged (coarser) or cubic (finer) as the engine reads
+    rasters, labels nearest, the grid over the same ground; within 1 % nothing changes."""
+    from osgeo import gdal
+
+    from model_core.training.area import resample_area
+
+    raster = make_scene(tmp_path / "scene.tif")
+    area = _read(raster, LabelSource(str(write_label_raster(tmp_path / "lab.tif", factor=1))))
+    assert area.pixel_size_m == pytest.approx(0.5, rel=1e-3)
+    coarse = resample_area(area, 1.0)
+    assert coarse.image.shape == (3, 128, 128) and coarse.label.shape == (128, 128)
+    assert coarse.pixel_size_m == 1.0 and coarse.grid.bounds == pytest.approx(area.grid.bounds)
+    assert coarse.grid.geotransform[1] == pytest.approx(2 * area.grid.geotransform[1])
+    avg = gdal.Translate("", str(raster), format="MEM", width=128, height=128,
+                         resampleAlg="average").ReadAsArray()
+    assert np.array_equal(coarse.image, avg)          # what the engine's average read gives
+    assert (coarse.label == _truth()[::2, ::2]).mean() > 0.97
+    assert area.label.shape == (256, 256)             # the input area is left as it was
+    fine = resample_area(area, 0.25)
+    assert fine.image.shape == (3, 512, 512) and set(np.unique(fine.label)) == {0, 1, 2}
+    assert resample_area(area, 0.503) is area
+    with pytest.raises(LabelError, match="over the 300 px limit"):
+        resample_area(area, 0.25, max_side=300)
+    nogeo = dataclasses.replace(area, pixel_size_m=None)    # a pixel size unknown in metres
+    with pytest.raises(LabelError, match="leave the pixel size at 0"):
+        resample_area(nogeo, 1.0)

@@ -86,6 +86,29 @@ def test_train_segment_evaluate_with_polygons_in_another_crs(tmp_path, tiny_mode
     assert data["miou"] == pytest.approx(ev["MIOU"]) and data["pixels"] > 0
 
 
+def test_train_at_a_chosen_pixel_size_and_segment_there(tmp_path, tiny_model, provider):
+    """PIXEL_SIZE 1 on a 0.5 m raster: trained on the area averaged to 1 m, the card says 1 m
+    (the raster's 0.5 m kept in the provenance), and fctl:segment then reads imagery at 1 m."""
+    from model_core.checkpoint import read_card
+
+    raster = make_scene(tmp_path / "scene.tif")
+    out = tmp_path / "at1m.safetensors"
+    feedback = QgsProcessingFeedback()
+    _run("fctl:train", {"INPUT": str(raster), "LABELS": _memory_roofs(),
+                        "BASE_MODEL": str(tiny_model), **FAST, "PATCH_SIZE": 64,
+                        "PIXEL_SIZE": 1.0, "EXTENT": WHOLE, "OUTPUT_MODEL": str(out)}, feedback)
+    card = read_card(out)
+    assert card.gsd == pytest.approx(1.0)
+    trained_on = card.provenance["trained_on"]
+    assert trained_on["pixel_size_m"] == pytest.approx(0.5, rel=1e-3)
+    assert trained_on["training_pixel_size_m"] == pytest.approx(1.0)
+    seg = _run("fctl:segment", {"INPUT": str(raster), "MODEL": str(out), "DEVICE": 1,
+                                "OUTPUT_RASTER": str(tmp_path / "classes.tif")})
+    ds = gdal.Open(seg["OUTPUT_RASTER"])
+    assert (ds.RasterXSize, ds.RasterYSize) == (256, 256)       # back on the input's grid
+    assert float(ds.GetMetadataItem("FCTL_PROCESSING_PIXEL_SIZE_M")) == pytest.approx(1.0)
+
+
 def test_train_on_text_classes_and_on_a_coarser_label_raster(tmp_path, tiny_model, provider):
     from model_core.checkpoint import read_card
 

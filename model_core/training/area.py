@@ -10,6 +10,7 @@ are stored as 8-bit when the card's range is 0..255 (what validation through the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -108,6 +109,41 @@ def _finish(image: np.ndarray, valid: np.ndarray, source: str, card_scale: Seque
         else:
             image = image.astype(np.float32)
     return image, valid
+
+
+def resample_area(area: TrainingArea, to_m: float, max_side: int | None = None
+                  ) -> TrainingArea:
+    """``area`` at ``to_m`` metres per pixel (``fctl:train``'s training pixel size): pixels and
+    labels resampled as the engine resamples rasters, the grid rescaled over the same ground."""
+    from ..resample import resample_labelled
+    from .gis import MAX_SIDE
+
+    if not to_m or to_m <= 0:
+        raise ValueError(f"the training pixel size must be positive metres, got {to_m}")
+    from_m = area.pixel_size_m
+    if not from_m:
+        raise LabelError("the raster's pixel size in metres is unknown (no georeferencing), so "
+                         "it cannot be resampled to a training pixel size: leave the pixel size "
+                         "at 0 (the raster's own)")
+    if abs(to_m / from_m - 1.0) < 0.01:
+        return area
+    h, w = area.label.shape
+    limit = max_side or MAX_SIDE
+    side = max(w, h) * from_m / to_m
+    if side > limit:
+        raise LabelError(f"the training area would be {round(side)} px on its longer side at "
+                         f"{to_m:g} m (it is {max(w, h)} px at {from_m:.3g} m), over the "
+                         f"{limit} px limit: choose a smaller extent or a coarser pixel size")
+    image, label = resample_labelled(area.image, area.label, from_m, to_m)
+    gt = area.grid.geotransform
+    sx, sy = w / label.shape[1], h / label.shape[0]
+    grid = dataclasses.replace(area.grid, width=label.shape[1], height=label.shape[0],
+                               geotransform=(gt[0], gt[1] * sx, gt[2] * sy, gt[3], gt[4] * sx,
+                                             gt[5] * sy))
+    log.info("training area resampled from %.3g m to %g m per pixel: %d x %d -> %d x %d px",
+             from_m, to_m, w, h, label.shape[1], label.shape[0])
+    return dataclasses.replace(area, image=image, grid=grid, pixel_size_m=float(to_m),
+                               labels=dataclasses.replace(area.labels, label=label))
 
 
 def split_spatially(area: TrainingArea, fraction: float, patch: int, name: str = "area"

@@ -115,15 +115,10 @@ def resample_images(images: list[LabelledImage], from_m: float, to_m: float
                     ) -> list[LabelledImage]:
     """Images (and labels) resampled from ``from_m`` to ``to_m`` metres per pixel with GDAL, as
     the engine resamples rasters: average when coarser, cubic when finer, labels nearest."""
-    from ..resample import gdal_resize
+    from ..resample import resample_labelled
 
-    alg = "average" if to_m > from_m else "cubic"
-    out = []
-    for im in images:
-        w, h = (max(1, round(v * from_m / to_m)) for v in im.size)
-        out.append(LabelledImage(im.id, gdal_resize(im.image, h, w, alg),
-                                 gdal_resize(im.label[None], h, w, "near")[0]))
-    return out
+    return [LabelledImage(im.id, *resample_labelled(im.image, im.label, from_m, to_m))
+            for im in images]
 
 
 def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo:

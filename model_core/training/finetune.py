@@ -8,9 +8,9 @@ result never scores below them on the validation strip. The training area
 is split spatially (:func:`.area.split_spatially`), the model is trained with
 :func:`.loop.train` (best validation checkpoint kept) and written with a full card.
 
-Resolution: the model is trained at the raster's own pixel size, which its card records as
-``gsd``: segmenting the same imagery then runs at its native resolution, and imagery of another
-pixel size is resampled to it (the engine's automatic pixel size).
+Resolution: the model is trained at the raster's own pixel size, or at ``pixel_size`` metres
+when asked (the area resampled as the engine resamples rasters), which its card records as
+``gsd``: segmenting imagery then reads it at that pixel size (the engine's automatic pixel size).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class FineTuneOptions:
     log_csv: str | None = None
     plot_png: str | None = None
     max_side: int | None = None
+    # metres per pixel to train at (None: the raster's own); the card records it, so fctl:segment
+    # later reads imagery at that pixel size
+    pixel_size: float | None = None
 
 
 @dataclass
@@ -103,7 +106,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     :class:`~model_core.inference.options.Cancelled` (nothing written)."""
     from ..checkpoint import DEFAULT_MODEL, load_checkpoint, read_card, save_checkpoint
     from ..inference.options import Cancelled
-    from .area import read_training_area, split_spatially
+    from .area import read_training_area, resample_area, split_spatially
     from .loop import DataInfo, TrainConfig, train
 
     report = progress or (lambda f, m: None)
@@ -127,6 +130,13 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
         opts.raster, opts.labels, in_chans=base.config.in_chans, card_bands=base.bands,
         card_scale=base.scale, base_classes=base_classes, bands=opts.bands, extent=opts.extent,
         extent_wkt=opts.extent_wkt, max_side=opts.max_side)
+    raster_pixel_m = area.pixel_size_m
+    if opts.pixel_size:
+        area = resample_area(area, opts.pixel_size, opts.max_side)
+        if area.pixel_size_m != raster_pixel_m:
+            report(0.02, f"training at {opts.pixel_size:g} m per pixel (the raster: "
+                         f"{raster_pixel_m:.3g} m): {area.label.shape[1]} x "
+                         f"{area.label.shape[0]} px")
     labels = area.labels
     patch = int(opts.patch_size or base.config.patch_size)
     if patch < 32 or patch % 2:
@@ -156,7 +166,8 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     source = {"raster": str(opts.raster), "window": list(area.window),
               "labels": str(opts.labels.path), "layer": opts.labels.layer,
               "class_field": opts.labels.field, "extent": list(opts.extent or ()) or None,
-              "split": split, "pixel_size_m": area.pixel_size_m}
+              "split": split, "pixel_size_m": raster_pixel_m,
+              "training_pixel_size_m": area.pixel_size_m}
     info = DataInfo(
         classes=labels.classes, ignore_index=IGNORE, bands=area.bands, scale=base.scale,
         gsd=area.pixel_size_m or base.gsd,
