@@ -6,8 +6,6 @@ No training here (tests/test_train_algorithms.py trains)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -150,30 +148,41 @@ def test_validation_points_divide_the_steps():
     assert epochs_for(300) == 10 and epochs_for(4) == 1 and epochs_for(120) == 6
 
 
-def test_training_area_resampled_to_a_pixel_size_over_the_same_ground(tmp_path):
+def test_training_area_at_a_pixel_size_over_the_same_ground(tmp_path):
     """fctl:train's PIXEL_SIZE: pixels averaged (coarser) or cubic (finer) as the engine reads
-    rasters, labels nearest, the grid over the same ground; within 1 % nothing changes."""
+    rasters, polygons burnt on the training grid itself (not enlarged from the raster's), the
+    grid over the same ground; within 1 % of the raster's pixel size nothing changes."""
     from osgeo import gdal
 
-    from model_core.training.area import resample_area
-
     raster = make_scene(tmp_path / "scene.tif")
-    area = _read(raster, LabelSource(str(write_label_raster(tmp_path / "lab.tif", factor=1))))
-    assert area.pixel_size_m == pytest.approx(0.5, rel=1e-3)
-    coarse = resample_area(area, 1.0)
+    polys = LabelSource(str(write_polygons(tmp_path / "p.gpkg", epsg=32631)), field="kind")
+    whole = dict(extent=(500000, 4999872, 500128, 5000000))
+    area = _read(raster, polys, **whole)
+    assert area.pixel_size_m == pytest.approx(0.5, rel=1e-3) == area.raster_pixel_size_m
+    coarse = _read(raster, polys, pixel_size=1.0, **whole)
     assert coarse.image.shape == (3, 128, 128) and coarse.label.shape == (128, 128)
-    assert coarse.pixel_size_m == 1.0 and coarse.grid.bounds == pytest.approx(area.grid.bounds)
-    assert coarse.grid.geotransform[1] == pytest.approx(2 * area.grid.geotransform[1])
+    assert coarse.pixel_size_m == 1.0 and coarse.raster_pixel_size_m == pytest.approx(0.5)
+    assert coarse.grid.bounds == pytest.approx(area.grid.bounds)
+    assert coarse.grid.geotransform[1] == pytest.approx(1.0)
     avg = gdal.Translate("", str(raster), format="MEM", width=128, height=128,
                          resampleAlg="average").ReadAsArray()
     assert np.array_equal(coarse.image, avg)          # what the engine's average read gives
-    assert (coarse.label == _truth()[::2, ::2]).mean() > 0.97
-    assert area.label.shape == (256, 256)             # the input area is left as it was
-    fine = resample_area(area, 0.25)
-    assert fine.image.shape == (3, 512, 512) and set(np.unique(fine.label)) == {0, 1, 2}
-    assert resample_area(area, 0.503) is area
+    burnt = np.where(_truth()[::2, ::2] == 0, IGNORE, _truth()[::2, ::2] - 1)
+    assert (coarse.label == burnt).mean() > 0.99
+    fine = _read(raster, polys, pixel_size=0.2, **whole)
+    assert fine.image.shape == (3, 640, 640) and fine.pixel_size_m == 0.2
+    # the roofs' edges land on 0.2 m pixels, between the raster's 0.5 m ones
+    x, y, s, _ = ROOFS[0]
+    row = fine.label[int((y + s / 2) * 2.5)]
+    edge = int(np.argmax(row != IGNORE))
+    assert abs(edge - x * 2.5) <= 1
+    assert _read(raster, polys, pixel_size=0.503, **whole).label.shape == (256, 256)
     with pytest.raises(LabelError, match="over the 300 px limit"):
-        resample_area(area, 0.25, max_side=300)
-    nogeo = dataclasses.replace(area, pixel_size_m=None)    # a pixel size unknown in metres
+        _read(raster, polys, pixel_size=0.2, max_side=300, **whole)
+    # a grid without a CRS has no pixel size in metres: the option is refused with the remedy
+    img = np.stack([_truth().astype(np.uint8) * 80] * 3)
+    plain = write_geotiff(tmp_path / "plain.tif", img, epsg=None)
+    lab = write_geotiff(tmp_path / "plain_lab.tif", _truth(), epsg=None)
+    assert _read(plain, LabelSource(str(lab))).pixel_size_m is None
     with pytest.raises(LabelError, match="leave the pixel size at 0"):
-        resample_area(nogeo, 1.0)
+        _read(plain, LabelSource(str(lab)), pixel_size=1.0)

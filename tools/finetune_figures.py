@@ -7,6 +7,9 @@ The 1000 x 1000 RGB (1.5 m/px) gets the georeferencing of the full-resolution gr
 bundled DeepGlobe model has no building class: its "urban" class is scored as buildings.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 200 OUT_DIR
+    # trained at the bundled model's 0.5 m instead of the raster's 1.5 m (fctl:train PIXEL_SIZE)
+    OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 200 \
+        --threads 2 --skip-bundled --pixel-size 0.5 OUT_DIR3
     # the control run of the README: a random classifier, as fine-tuning worked before
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tools/finetune_figures.py --steps 200 \
         --skip-bundled --fresh-classifier OUT_DIR2
@@ -122,6 +125,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--patch", type=int, default=0, help="patch size (0 = the base model's)")
     ap.add_argument("--lr", type=float, default=0.0, help="learning rate (0 = fctl:train's)")
+    ap.add_argument("--pixel-size", type=float, default=0.0,
+                    help="training pixel size in metres (fctl:train's PIXEL_SIZE; 0 = the "
+                         "raster's own)")
     ap.add_argument("--skip-bundled", action="store_true", help="do not score the bundled model")
     ap.add_argument("--fresh-classifier", action="store_true",
                     help="control run: a randomly initialised classifier instead of the one "
@@ -141,7 +147,7 @@ def main() -> None:
     rgb, lab = prepare(args.out)
     west, east = halves(rgb)
     res: dict = {"steps": args.steps, "threads": args.threads, "patch": args.patch,
-                 "lr": args.lr or None}
+                 "lr": args.lr or None, "pixel_size": args.pixel_size or None}
     if not args.skip_bundled:
         res["bundled_east"] = bundled_building_iou(rgb, lab, east, args.out)
     print(json.dumps(res), flush=True)
@@ -150,6 +156,7 @@ def main() -> None:
     ft = fine_tune(FineTuneOptions(str(rgb), LabelSource(str(lab)), str(model), extent=west,
                                    steps=args.steps, threads=args.threads, device="cpu",
                                    patch_size=args.patch or None,
+                                   pixel_size=args.pixel_size or None,
                                    **({"learning_rate": args.lr} if args.lr else {}),
                                    log_csv=str(args.out / "log.csv"),
                                    plot_png=str(args.out / "log.png")))

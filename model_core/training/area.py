@@ -10,7 +10,6 @@ are stored as 8-bit when the card's range is 0..255 (what validation through the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -35,7 +34,8 @@ class TrainingArea:
     bands: list[int]
     scaling: str                 # "model" (card scale) or "stretch"
     cuts: dict[int, tuple[float, float]]
-    pixel_size_m: float | None
+    pixel_size_m: float | None          # of the training grid
+    raster_pixel_size_m: float | None = None   # of the raster (differs with a pixel_size)
 
     @property
     def label(self) -> np.ndarray:
@@ -46,9 +46,14 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
                        card_bands: Sequence[int], card_scale: Sequence[float],
                        base_classes: ClassList | None = None, bands: Sequence[int] | None = None,
                        extent: Sequence[float] | None = None, extent_wkt: str | None = None,
-                       strict: bool = False, max_side: int | None = None) -> TrainingArea:
+                       strict: bool = False, max_side: int | None = None,
+                       pixel_size: float | None = None) -> TrainingArea:
     """Read the area of ``raster`` under ``extent`` (in ``extent_wkt``; default: the labels'
-    extent) and burn the labels onto it. ``strict``: labels must use the model's classes."""
+    extent) and burn the labels onto it. ``strict``: labels must use the model's classes.
+
+    ``pixel_size`` (metres; ``fctl:train``'s training pixel size): the area over the same ground
+    on a grid of that pixel size: the pixels resampled as the engine resamples rasters (area
+    average when coarser, cubic when finer), the labels burnt (or warped) onto that grid."""
     from ..ground import ground_of
     from ..inference.engine import resolve_bands
     from ..inference.reader import GdalReader
@@ -76,7 +81,11 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
             bounds = label_bounds(source, wkt)
             what = "labels' extent"
         window = area_window(rgrid, bounds, what, max_side or MAX_SIDE)
+        ground = ground_of(gt, wkt, reader.width, reader.height) if wkt else None
+        raster_m = ground.pixel_size_m if ground is not None else None
         grid = window_grid(rgrid, window)
+        if pixel_size:
+            grid = _training_grid(grid, raster_m, float(pixel_size), max_side or MAX_SIDE)
         labels = rasterize_labels(source, grid, base_classes, strict)
         scaling = resolve_scaling(None, card_scale, reader, use)
         x, y, w, h = window
@@ -87,13 +96,44 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
     finally:
         reader.close()
     image, valid = _finish(image, valid, scaling.source, card_scale)
+    if (grid.width, grid.height) != (window[2], window[3]):   # a training pixel size
+        from ..resample import gdal_resize
+
+        alg = "average" if grid.width < window[2] else "cubic"
+        image = gdal_resize(image, grid.height, grid.width, alg)
+        valid = gdal_resize(valid[None].astype(np.uint8), grid.height, grid.width,
+                            "near")[0].astype(bool)
+        log.info("training area resampled from %.3g m to %g m per pixel: %d x %d -> %d x %d px",
+                 raster_m, pixel_size, window[2], window[3], grid.width, grid.height)
+    resampled = (grid.width, grid.height) != (window[2], window[3])
     labels.label[~valid] = IGNORE
     if not (labels.label != IGNORE).any():
         raise LabelError("no labelled pixel lies on valid pixels of the raster in the training "
                          "area: label areas of this raster (or check the extent)")
-    ground = ground_of(gt, wkt, reader.width, reader.height) if wkt else None
     return TrainingArea(image, labels, grid, window, use, scaling.source, dict(scaling.cuts),
-                        ground.pixel_size_m if ground is not None else None)
+                        float(pixel_size) if resampled else raster_m, raster_m)
+
+
+def _training_grid(grid: Grid, raster_m: float | None, to_m: float, max_side: int) -> Grid:
+    """``grid``'s ground on a grid of ``to_m`` metres per pixel (itself within 1 %)."""
+    if to_m <= 0:
+        raise LabelError(f"the training pixel size must be positive metres, got {to_m}")
+    if not raster_m:
+        raise LabelError("the raster's pixel size in metres is unknown (no georeferencing), so "
+                         "it cannot be resampled to a training pixel size: leave the pixel size "
+                         "at 0 (the raster's own)")
+    if abs(to_m / raster_m - 1.0) < 0.01:
+        return grid
+    w, h = (max(1, round(v * raster_m / to_m)) for v in (grid.width, grid.height))
+    if max(w, h) > max_side:
+        raise LabelError(f"the training area would be {max(w, h)} px on its longer side at "
+                         f"{to_m:g} m ({max(grid.width, grid.height)} px at {raster_m:.3g} m), "
+                         f"over the {max_side} px limit: choose a smaller extent or a coarser "
+                         "pixel size")
+    gt = grid.geotransform
+    sx, sy = grid.width / w, grid.height / h
+    return Grid((gt[0], gt[1] * sx, gt[2] * sy, gt[3], gt[4] * sx, gt[5] * sy), w, h,
+                grid.crs_wkt)
 
 
 def _finish(image: np.ndarray, valid: np.ndarray, source: str, card_scale: Sequence[float]
@@ -109,41 +149,6 @@ def _finish(image: np.ndarray, valid: np.ndarray, source: str, card_scale: Seque
         else:
             image = image.astype(np.float32)
     return image, valid
-
-
-def resample_area(area: TrainingArea, to_m: float, max_side: int | None = None
-                  ) -> TrainingArea:
-    """``area`` at ``to_m`` metres per pixel (``fctl:train``'s training pixel size): pixels and
-    labels resampled as the engine resamples rasters, the grid rescaled over the same ground."""
-    from ..resample import resample_labelled
-    from .gis import MAX_SIDE
-
-    if not to_m or to_m <= 0:
-        raise ValueError(f"the training pixel size must be positive metres, got {to_m}")
-    from_m = area.pixel_size_m
-    if not from_m:
-        raise LabelError("the raster's pixel size in metres is unknown (no georeferencing), so "
-                         "it cannot be resampled to a training pixel size: leave the pixel size "
-                         "at 0 (the raster's own)")
-    if abs(to_m / from_m - 1.0) < 0.01:
-        return area
-    h, w = area.label.shape
-    limit = max_side or MAX_SIDE
-    side = max(w, h) * from_m / to_m
-    if side > limit:
-        raise LabelError(f"the training area would be {round(side)} px on its longer side at "
-                         f"{to_m:g} m (it is {max(w, h)} px at {from_m:.3g} m), over the "
-                         f"{limit} px limit: choose a smaller extent or a coarser pixel size")
-    image, label = resample_labelled(area.image, area.label, from_m, to_m)
-    gt = area.grid.geotransform
-    sx, sy = w / label.shape[1], h / label.shape[0]
-    grid = dataclasses.replace(area.grid, width=label.shape[1], height=label.shape[0],
-                               geotransform=(gt[0], gt[1] * sx, gt[2] * sy, gt[3], gt[4] * sx,
-                                             gt[5] * sy))
-    log.info("training area resampled from %.3g m to %g m per pixel: %d x %d -> %d x %d px",
-             from_m, to_m, w, h, label.shape[1], label.shape[0])
-    return dataclasses.replace(area, image=image, grid=grid, pixel_size_m=float(to_m),
-                               labels=dataclasses.replace(area.labels, label=label))
 
 
 def split_spatially(area: TrainingArea, fraction: float, patch: int, name: str = "area"

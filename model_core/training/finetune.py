@@ -106,7 +106,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     :class:`~model_core.inference.options.Cancelled` (nothing written)."""
     from ..checkpoint import DEFAULT_MODEL, load_checkpoint, read_card, save_checkpoint
     from ..inference.options import Cancelled
-    from .area import read_training_area, resample_area, split_spatially
+    from .area import read_training_area, split_spatially
     from .loop import DataInfo, TrainConfig, train
 
     report = progress or (lambda f, m: None)
@@ -129,14 +129,11 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
     area = read_training_area(
         opts.raster, opts.labels, in_chans=base.config.in_chans, card_bands=base.bands,
         card_scale=base.scale, base_classes=base_classes, bands=opts.bands, extent=opts.extent,
-        extent_wkt=opts.extent_wkt, max_side=opts.max_side)
-    raster_pixel_m = area.pixel_size_m
-    if opts.pixel_size:
-        area = resample_area(area, opts.pixel_size, opts.max_side)
-        if area.pixel_size_m != raster_pixel_m:
-            report(0.02, f"training at {opts.pixel_size:g} m per pixel (the raster: "
-                         f"{raster_pixel_m:.3g} m): {area.label.shape[1]} x "
-                         f"{area.label.shape[0]} px")
+        extent_wkt=opts.extent_wkt, max_side=opts.max_side, pixel_size=opts.pixel_size)
+    raster_pixel_m = area.raster_pixel_size_m
+    if area.label.shape != (area.window[3], area.window[2]):
+        report(0.02, f"training at {area.pixel_size_m:g} m per pixel (the raster: "
+                     f"{raster_pixel_m:.3g} m): {area.label.shape[1]} x {area.label.shape[0]} px")
     labels = area.labels
     patch = int(opts.patch_size or base.config.patch_size)
     if patch < 32 or patch % 2:
