@@ -35,9 +35,10 @@ TRAIN_HELP = (
     "other pixels of the area are 'background'; with one (integer ids, or text names that become "
     "classes in order of first appearance) unlabelled pixels are ignored. A spatially separate "
     "strip holds out the validation pixels. The model is trained at the raster's pixel size, or "
-    "at the training pixel size you give (the area is resampled as fctl:segment resamples "
-    "imagery: averaged when coarser, cubic when finer, labels nearest), which its card records; "
-    "fctl:segment then reads imagery at that pixel size. A cancelled run writes no model.")
+    "at the training pixel size you give (pixels resampled as fctl:segment resamples imagery: "
+    "averaged when coarser, cubic when finer; labels burnt onto that grid), which its card "
+    "records; fctl:segment then reads imagery at that pixel size. A cancelled run writes no "
+    "model.")
 EVAL_HELP = (
     "Scores a model on labelled polygons or a label raster: the labelled area is segmented as "
     "fctl:segment does and compared with the labels. Writes per-class IoU, F1 and accuracy "
