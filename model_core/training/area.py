@@ -96,7 +96,8 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
     finally:
         reader.close()
     image, valid = _finish(image, valid, scaling.source, card_scale)
-    if (grid.width, grid.height) != (window[2], window[3]):   # a training pixel size
+    resampled = (grid.width, grid.height) != (window[2], window[3])   # a training pixel size
+    if resampled:
         from ..resample import gdal_resize
 
         alg = "average" if grid.width < window[2] else "cubic"
@@ -105,7 +106,6 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
                             "near")[0].astype(bool)
         log.info("training area resampled from %.3g m to %g m per pixel: %d x %d -> %d x %d px",
                  raster_m, pixel_size, window[2], window[3], grid.width, grid.height)
-    resampled = (grid.width, grid.height) != (window[2], window[3])
     labels.label[~valid] = IGNORE
     if not (labels.label != IGNORE).any():
         raise LabelError("no labelled pixel lies on valid pixels of the raster in the training "
