@@ -171,11 +171,14 @@ def test_training_area_at_a_pixel_size_over_the_same_ground(tmp_path):
     assert (coarse.label == burnt).mean() > 0.99
     fine = _read(raster, polys, pixel_size=0.2, **whole)
     assert fine.image.shape == (3, 640, 640) and fine.pixel_size_m == 0.2
-    # the roofs' edges land on 0.2 m pixels, between the raster's 0.5 m ones
+    # roofs shifted 0.2 m east: burnt on the 0.2 m grid their west edge moves one 0.2 m pixel,
+    # enlarged from the raster's 0.5 m grid it would not move at all
+    shifted = LabelSource(str(write_polygons(tmp_path / "s.gpkg", epsg=32631, shift=0.2)),
+                          field="kind")
+    lab = _read(raster, shifted, pixel_size=0.2, **whole).label
     x, y, s, _ = ROOFS[0]
-    row = fine.label[int((y + s / 2) * 2.5)]
-    edge = int(np.argmax(row != IGNORE))
-    assert abs(edge - x * 2.5) <= 1
+    row = lab[int((y + s / 2) * 2.5)]
+    assert int(np.argmax(row != IGNORE)) == x * 2.5 + 1
     assert _read(raster, polys, pixel_size=0.503, **whole).label.shape == (256, 256)
     with pytest.raises(LabelError, match="over the 300 px limit"):
         _read(raster, polys, pixel_size=0.2, max_side=300, **whole)

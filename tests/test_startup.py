@@ -12,9 +12,11 @@ from plugin_fixtures import tiny_model  # noqa: F401 - fixture
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env={**os.environ, **env})
 
 
 def test_parser_imports_no_torch():
@@ -50,12 +52,10 @@ def test_the_command_line_skips_teardown_but_keeps_outputs_exit_codes_and_handle
     import numpy as np
     from osgeo import gdal, ogr
 
-    raster = tmp_path / "in.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(raster), 80, 80, 3, gdal.GDT_Byte)
-    for b in range(3):
-        ds.GetRasterBand(b + 1).WriteArray(np.tile(np.arange(80, dtype=np.uint8) * (b + 1),
-                                                   (80, 1)))
-    ds = None
+    from conftest import write_geotiff
+
+    ramp = np.tile(np.arange(80, dtype=np.uint8), (80, 1))
+    raster = write_geotiff(tmp_path / "in.tif", np.stack([ramp * (b + 1) for b in range(3)]))
     out, gpkg = tmp_path / "out.tif", tmp_path / "out.gpkg"
     code = ("import atexit, runpy, sys\n"
             "atexit.register(lambda: print('exit handler ran'))\n"
@@ -63,7 +63,7 @@ def test_the_command_line_skips_teardown_but_keeps_outputs_exit_codes_and_handle
             f"{str(tiny_model)!r}, '--vector', {str(gpkg)!r}, '--device', 'cpu']\n"
             "runpy.run_module('model_core', run_name='__main__')\n"
             "print('not reached: os._exit')\n")
-    proc = _python(code)
+    proc = _python(code, PYTHONUNBUFFERED="")   # block-buffered, as a pipe is by default
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "exit handler ran" and "not reached" not in proc.stdout

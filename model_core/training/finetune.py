@@ -131,7 +131,7 @@ def fine_tune(opts: FineTuneOptions, progress: ProgressFn | None = None,
         card_scale=base.scale, base_classes=base_classes, bands=opts.bands, extent=opts.extent,
         extent_wkt=opts.extent_wkt, max_side=opts.max_side, pixel_size=opts.pixel_size)
     raster_pixel_m = area.raster_pixel_size_m
-    if area.label.shape != (area.window[3], area.window[2]):
+    if area.pixel_size_m != raster_pixel_m:
         report(0.02, f"training at {area.pixel_size_m:g} m per pixel (the raster: "
                      f"{raster_pixel_m:.3g} m): {area.label.shape[1]} x {area.label.shape[0]} px")
     labels = area.labels
