@@ -196,14 +196,16 @@ def test_plan_groups_tile_the_window_exactly():
 
 def test_auto_batch_size(tmp_path):
     """batch_size 0 = auto: on CPU 4 patches per pass for models with contexts (their fusion
-    gains from batching), 1 for the baseline; 8 on CUDA; the labels are those of an explicit
-    batch size."""
+    gains from batching) and for models whose encoder runs several images per call, else 1;
+    8 on CUDA; the labels are those of an explicit batch size."""
     import torch
 
     from model_core.inference.batches import resolve_batch_size
 
     assert resolve_batch_size(0, torch.device("cpu")) == 1
     assert resolve_batch_size(0, torch.device("cpu"), contexts=True) == 4
+    assert resolve_batch_size(0, torch.device("cpu"), call_chunk=1) == 1
+    assert resolve_batch_size(0, torch.device("cpu"), call_chunk=5) == 4
     assert resolve_batch_size(0, torch.device("cuda")) == 8
     assert resolve_batch_size(0, torch.device("cuda"), contexts=True) == 8
     assert resolve_batch_size(3, torch.device("cpu")) == 3

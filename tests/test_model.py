@@ -398,8 +398,8 @@ def test_fuse_for_inference_keeps_outputs():
         torch.testing.assert_close(model(x, **ctx, boxes=boxes), before, atol=1e-4, rtol=1e-4)
 
 
-def test_per_image_calls_and_a_shared_context_give_the_batched_result(monkeypatch):
-    """per_image_calls (the CPU path) runs the encoder and decoder image by image; a context
+def test_call_chunks_and_a_shared_context_give_the_batched_result(monkeypatch):
+    """call_chunk (the CPU path) runs the encoder and decoder a few images at a time; a context
     shared by the batch (size 1 or expanded) is projected once: both equal the batched result."""
     model, x, ctx, boxes = _global_context_case()
     with torch.inference_mode():
@@ -411,8 +411,28 @@ def test_per_image_calls_and_a_shared_context_give_the_batched_result(monkeypatc
         calls = []
         orig = model.encoder.forward
         monkeypatch.setattr(model.encoder, "forward", lambda t: calls.append(t.shape) or orig(t))
-        model.per_image_calls = True
+        model.call_chunk = 1
         separate = model(x, ctx["medium"], cached={"large": feats}, boxes=boxes)
-    assert [c[0] for c in calls] == [1, 1, 1, 1]   # 2 patches + their 2 medium contexts
+        model.call_chunk = 3
+        chunked = model(x, ctx["medium"], cached={"large": feats}, boxes=boxes)
+    # 2 patches + their 2 medium contexts: one by one, then 3 and the remaining 1
+    assert [c[0] for c in calls] == [1, 1, 1, 1, 3, 1]
     torch.testing.assert_close(per_sample, batched, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(separate, batched, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked, batched, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone, patch, chunk", [
+    ("efficientnet_lite0", 256, 5),    # stem 32 ch at stride 2: 2 MiB per image
+    ("efficientnet_lite0", 508, 1),    # 7.9 MiB
+    ("vgg16", 256, 1),                 # 64 ch at full size: 16 MiB
+])
+def test_cpu_call_chunk_keeps_the_stem_in_cache(backbone, patch, chunk):
+    """The CPU Predictor runs the encoder and decoder as many images per call as keep the stem's
+    output within 10 MiB (on GPU one call); the bundled model's 256 px patches go 5 at a time."""
+    from model_core.inference.predict import Predictor
+
+    model = FCtL(FCtLConfig(backbone=backbone, patch_size=patch, num_classes=7)).eval()
+    assert model.cpu_call_chunk() == chunk
+    assert Predictor(model, torch.device("cpu")).model.call_chunk == chunk
+    assert model.call_chunk == 0   # the caller's model is left as it was

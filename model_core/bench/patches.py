@@ -36,7 +36,7 @@ def _autocast(device: torch.device, precision: str = "auto"):
 
 def build(config: FCtLConfig, device: torch.device) -> torch.nn.Module:
     """A random-weight network prepared by the engine's own Predictor (fused for inference,
-    NHWC, encoder and decoder image by image on CPU)."""
+    NHWC, encoder and decoder in cache-sized chunks on CPU)."""
     from ..inference.predict import Predictor
 
     torch.manual_seed(0)
@@ -109,7 +109,7 @@ def tensor_memory(model: torch.nn.Module, device: torch.device, shared: bool = F
               *(v for v in kw.values() if isinstance(v, torch.Tensor))]
     weights = [*model.parameters(), *model.buffers()]
     out = {"weights_mb": sum(t.numel() * t.element_size() for t in weights) / 2**20}
-    per_image, model.per_image_calls = getattr(model, "per_image_calls", False), False
+    chunk, model.call_chunk = getattr(model, "call_chunk", 0), 0
     try:
         for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             cast = torch.autocast(device.type, dtype=dtype) if dtype is not None \
@@ -118,7 +118,7 @@ def tensor_memory(model: torch.nn.Module, device: torch.device, shared: bool = F
                 peak = peak_tensor_bytes(lambda: model(x, **kw), exclude=weights + inputs)
             out[f"activations_{label}_mb"] = peak / 2**20
     finally:
-        model.per_image_calls = per_image
+        model.call_chunk = chunk
     return out
 
 

@@ -25,17 +25,18 @@ from .predict import Predictor
 log = logging.getLogger(__name__)
 
 
-def resolve_batch_size(batch_size: int, device: torch.device, contexts: bool = False) -> int:
-    """``batch_size`` <= 0 means auto: 8 on CUDA. On CPU the encoder and decoder run image by
-    image whatever the batch (:attr:`FCtL.per_image_calls`), so batching only changes the
-    stride-32 context fusion, whose small matrix products run about twice as fast 4 at a time:
-    4 for models with contexts (a 5000 px raster: 12-25 % less CPU time, 60-170 MB more RSS),
-    1 for the baseline (the same time at 1 and 4, so the smaller footprint)."""
+def resolve_batch_size(batch_size: int, device: torch.device, contexts: bool = False,
+                       call_chunk: int = 1) -> int:
+    """``batch_size`` <= 0 means auto: 8 on CUDA. On CPU the encoder and decoder run
+    ``call_chunk`` images per call whatever the batch (:meth:`FCtL.cpu_call_chunk`), and the
+    stride-32 context fusion's small matrix products run about twice as fast 4 at a time: 4 for
+    models with contexts or a chunk of several images (a 5000 px raster: 12-25 % less CPU time,
+    60-170 MB more RSS), else 1 (image by image anyway, so the smaller footprint)."""
     if batch_size > 0:
         return int(batch_size)
     if device.type == "cuda":
         return 8
-    return 4 if contexts else 1
+    return 4 if contexts or call_chunk > 1 else 1
 
 
 def resolve_read_workers(read_workers: int, device: torch.device) -> int:
@@ -81,8 +82,10 @@ def run_patches(plan, source: PatchSource, predictor: Predictor, merger: Streami
     Reading threads each use their own handle on the raster; batches are prepared (shared
     tiles planned) in run order here and read in parallel, and consumed in run order.
     """
+    model = predictor.model
     bs = resolve_batch_size(options.batch_size, predictor.device,
-                            bool(getattr(predictor.model, "context_streams", ())))
+                            bool(getattr(model, "context_streams", ())),
+                            getattr(model, "call_chunk", 1))
     batches = [plan.patches[i:i + bs] for i in range(0, len(plan.patches), bs)]
     total = len(plan.patches)
     workers = min(resolve_read_workers(options.read_workers, predictor.device), len(batches))

@@ -164,7 +164,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               choices=("auto", "cpu", "cuda"), cli="--device", processing="DEVICE", dock=True),
     RunOption("batch_size", "int", "Patches per batch (0 = automatic)",
               "Patches per forward pass; 0 = automatic: 8 on a GPU; on the CPU 4 for models with "
-              "contexts (their context fusion runs faster in batches), 1 for models without.",
+              "contexts (their context fusion runs faster in batches) or with small patches "
+              "(their encoder runs several at a time), else 1.",
               minimum=0, maximum=256, special="auto", cli="--batch-size",
               processing="BATCH_SIZE", dock=True),
     RunOption("precision", "choice", "Precision",

@@ -25,7 +25,8 @@ class SegmentOptions:
         model: checkpoint path; None = the bundled default model.
         device: "auto" (CUDA when available), "cpu" or "cuda".
         batch_size: patches per forward pass; 0 = auto (8 on CUDA; on CPU 4 for models with
-            contexts, whose context fusion gains from batching, 1 for the baseline).
+            contexts, whose context fusion gains from batching, or with an encoder that runs
+            several patches per call, else 1).
         tta: test-time augmentation (flips x 90-degree rotations, 8 passes).
         extent: (xmin, ymin, xmax, ymax) in the raster's CRS; only that area is processed.
         window: (xoff, yoff, xsize, ysize) in pixels, the alternative to ``extent``.

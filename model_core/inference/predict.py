@@ -124,9 +124,9 @@ class Predictor:
             model = copy.deepcopy(model).eval()
             fuse_for_inference(model)
         model = model.to(device=device, memory_format=self.memory_format)
-        if hasattr(model, "per_image_calls"):
-            # CPU: encoder and decoder image by image, context fusion batched (see FCtL).
-            model.per_image_calls = device.type == "cpu"
+        if hasattr(model, "call_chunk"):
+            # CPU: encoder and decoder a few images at a time, context fusion batched (FCtL).
+            model.call_chunk = model.cpu_call_chunk() if device.type == "cpu" else 0
         self.model = model
         # no torch.compile: on CPU it compiled for over 8 minutes for a 300 px raster, again for
         # every batch shape, and gave no speed-up once compiled (36 s for a 5000 px raster)
