@@ -194,13 +194,20 @@ def test_plan_follows_the_model_within_a_tolerance():
         plan_resolution("x", 1000, 800, None, "", 0.5, 0.5)
 
 
+@pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("grid", ["input", "processing"])
-def test_resampled_runs_keep_the_georeferencing_exact(tmp_path, grid):
+def test_resampled_runs_keep_the_georeferencing_exact(tmp_path, grid, rotated):
     """A 0.25 m raster through a 0.5 m model: the input grid output has the input's size and
-    geotransform; the processing grid output has the same corners at 0.5 m."""
+    geotransform; the processing grid output has the same corners at 0.5 m. A rotated grid
+    (0.25 m pixels turned by 36.87 degrees) keeps its rotation on both grids."""
     rng = np.random.default_rng(0)
     img = np.repeat(np.repeat(rng.integers(0, 7, (3, 45, 55)), 2, 1), 2, 2).astype(np.uint8)
     src = write_geotiff(tmp_path / "in.tif", img, pixel=0.25, origin=(600010.0, 5100020.0))
+    a, b = (0.2, 0.15) if rotated else (0.25, 0.0)
+    in_gt = (600010.0, a, b, 5100020.0, b, -a)
+    ds = gdal.Open(str(src), gdal.GA_Update)
+    ds.SetGeoTransform(in_gt)
+    ds = None
     model, card = modulo_model(K, patch_size=32)
     card.gsd = 0.5
     out = tmp_path / f"{grid}.tif"
@@ -210,12 +217,12 @@ def test_resampled_runs_keep_the_georeferencing_exact(tmp_path, grid):
     gt = ds.GetGeoTransform()
     if grid == "input":
         assert (ds.RasterXSize, ds.RasterYSize) == (110, 90)
-        assert gt == pytest.approx((600010.0, 0.25, 0.0, 5100020.0, 0.0, -0.25))
+        assert gt == pytest.approx(in_gt)
         # blocks of 2 x 2 input pixels hold one value: the labels are that value mod K
         np.testing.assert_array_equal(ds.ReadAsArray(), img[0] % K)
     else:
         assert (ds.RasterXSize, ds.RasterYSize) == (55, 45)
-        assert gt == pytest.approx((600010.0, 0.5, 0.0, 5100020.0, 0.0, -0.5))
+        assert gt == pytest.approx((600010.0, 2 * a, 2 * b, 5100020.0, 2 * b, -2 * a))
         np.testing.assert_array_equal(ds.ReadAsArray(), img[0, ::2, ::2] % K)
     md = ds.GetMetadata()
     assert md["FCTL_PROCESSING_PIXEL_SIZE_M"] == "0.5" and md["FCTL_INPUT_PIXEL_SIZE_M"] == "0.25"

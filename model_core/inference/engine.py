@@ -274,8 +274,8 @@ def finish(s: Setup, writer: ClassRasterWriter, class_pixels: np.ndarray,
         res = s.res
         if res is not None and res.resampled and options.output_grid == "input":
             report(0.99, "writing the labels on the input's grid")
-            bounds = (gt[0], gt[3] + wh * gt[5], gt[0] + ww * gt[1], gt[3])
-            w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, bounds)
+            w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, gt,
+                                         (ww, wh))
             out_size = (w, h)
             class_pixels = class_histogram(raster_tmp, k)
         _stamp(raster_tmp, res, ground, s.scaling.metadata())

@@ -133,7 +133,7 @@ def resolve_window(raster_size: tuple[int, int], geotransform: tuple[float, ...]
                              "xmax > xmin and ymax > ymin")
         cols, rows = [], []
         for x, y in ((xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax)):
-            col, row = _map_to_pixel(geotransform, x, y)
+            col, row = map_to_pixel(geotransform, x, y)
             cols.append(col)
             rows.append(row)
         eps = 1e-6  # an extent on pixel edges must not take the neighbouring pixel
@@ -152,7 +152,8 @@ def resolve_window(raster_size: tuple[int, int], geotransform: tuple[float, ...]
     return c0, r0, c1 - c0, r1 - r0
 
 
-def _map_to_pixel(gt: tuple[float, ...], x: float, y: float) -> tuple[float, float]:
+def map_to_pixel(gt: tuple[float, ...], x: float, y: float) -> tuple[float, float]:
+    """Fractional (column, row) of map point (x, y) under ``gt`` (any affine geotransform)."""
     a, b, d, e = gt[1], gt[2], gt[4], gt[5]
     det = a * e - b * d
     if det == 0:

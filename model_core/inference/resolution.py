@@ -148,39 +148,52 @@ def close_vrt(res: Resolution) -> None:
 
 
 def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, int],
-                  bounds: tuple[float, float, float, float]) -> tuple[int, int, tuple]:
-    """Resample the labels in ``tmp`` (processing grid) onto the input raster's grid over
-    ``bounds`` (nearest neighbour), in place; returns the new size and geotransform.
+                  window_gt: Sequence[float], window_size: tuple[int, int]
+                  ) -> tuple[int, int, tuple]:
+    """Resample the labels in ``tmp`` (the processing grid's window ``window_gt``,
+    ``window_size``) onto the input raster's grid (nearest neighbour), in place; returns the
+    new size and geotransform.
 
-    The input grid's cells nearest to the bounds are kept, so the result is a window of the
-    input raster's own grid (same origin and pixel size)."""
+    The input grid's cells nearest to the window's corners are kept, so the result is a window
+    of the input raster's own grid (same origin, pixel size and rotation: the corners are found
+    in the input's pixel space, and GDAL's warper follows any affine geotransform)."""
     from osgeo import gdal
 
+    from .plan import map_to_pixel, window_geotransform
     from .writers import CREATION_OPTIONS, NODATA, remove_quietly
 
-    x0, y0, px, py = input_gt[0], input_gt[3], input_gt[1], input_gt[5]
-    c0 = max(0, round((bounds[0] - x0) / px))
-    c1 = min(input_size[0], round((bounds[2] - x0) / px))
-    r0 = max(0, round((bounds[3] - y0) / py))
-    r1 = min(input_size[1], round((bounds[1] - y0) / py))
+    ww, wh = window_size
+    g = window_gt
+    c0f, r0f = map_to_pixel(tuple(input_gt), g[0], g[3])
+    c1f, r1f = map_to_pixel(tuple(input_gt), g[0] + ww * g[1] + wh * g[2],
+                             g[3] + ww * g[4] + wh * g[5])
+    c0, r0 = max(0, round(min(c0f, c1f))), max(0, round(min(r0f, r1f)))
+    c1 = min(input_size[0], round(max(c0f, c1f)))
+    r1 = min(input_size[1], round(max(r0f, r1f)))
     w, h = max(1, c1 - c0), max(1, r1 - r0)
-    gt = (x0 + c0 * px, px, 0.0, y0 + r0 * py, 0.0, py)
-    out_bounds = (gt[0], gt[3] + h * py, gt[0] + w * px, gt[3])
+    gt = window_geotransform(tuple(input_gt), c0, r0)
     warped = tmp.with_name(tmp.name + ".grid")
     src = gdal.Open(str(tmp))
+    dst = None
     try:
-        dst = gdal.Warp(str(warped), src, format="GTiff", outputBounds=out_bounds, width=w,
-                        height=h, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA,
-                        creationOptions=CREATION_OPTIONS)
+        dst = gdal.GetDriverByName("GTiff").Create(str(warped), w, h, 1, gdal.GDT_Byte,
+                                                   CREATION_OPTIONS)
         if dst is None:
+            raise OSError(f"cannot write {warped}: {gdal.GetLastErrorMsg()}")
+        dst.SetGeoTransform(gt)
+        dst.SetProjection(src.GetProjection())
+        band = dst.GetRasterBand(1)
+        band.SetNoDataValue(NODATA)
+        band.Fill(NODATA)
+        if gdal.Warp(dst, src, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA) is None:
             raise OSError(f"cannot write {warped}: {gdal.GetLastErrorMsg()}")
         ct = src.GetRasterBand(1).GetColorTable()
         if ct is not None:
-            dst.GetRasterBand(1).SetColorTable(ct)
+            band.SetColorTable(ct)
         dst.SetMetadata(src.GetMetadata())
-        dst = src = None
+        band = dst = src = None
         Path(warped).replace(tmp)   # the category names stay in tmp's .aux.xml
     finally:
-        src = None
+        band = dst = src = None
         remove_quietly(warped)
     return w, h, gt
