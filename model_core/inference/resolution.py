@@ -184,8 +184,10 @@ def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, i
         dst.SetProjection(src.GetProjection())
         band = dst.GetRasterBand(1)
         band.SetNoDataValue(NODATA)
-        band.Fill(NODATA)
-        if gdal.Warp(dst, src, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA) is None:
+        # INIT_DEST: cells outside the labels start as nodata in the warper's own buffers,
+        # without a separate pass writing the whole file
+        if gdal.Warp(dst, src, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA,
+                     warpOptions=["INIT_DEST=NO_DATA"]) is None:
             raise OSError(f"cannot write {warped}: {gdal.GetLastErrorMsg()}")
         ct = src.GetRasterBand(1).GetColorTable()
         if ct is not None:

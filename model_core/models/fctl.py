@@ -68,9 +68,9 @@ class FCtL(nn.Module):
         """Images per encoder/decoder call on a CPU: as many as keep the stem's output (the
         largest activation of the usual backbones) within ``cache_bytes`` of fp32, at least 1.
 
-        Measured on 2 Zen 4 cores, FCtL per patch, batch 4: efficientnet_lite0 at 256 px (2 MB
-        per image, chunk 4) 11.9 ms batched vs 15.8 ms image by image; at 508 px (8 MB, chunk 1)
-        60 vs 44 ms; vgg16 at 256 px (17 MB, chunk 1) 192 vs 159 ms."""
+        Measured on 2 Zen 4 cores, FCtL per patch, batch 4: efficientnet_lite0 at 256 px (2 MiB
+        per image, chunk 5: the batch in one call) 11.9 ms batched vs 15.8 ms image by image; at
+        508 px (7.9 MiB, chunk 1) 60 vs 44 ms; vgg16 at 256 px (16 MiB, chunk 1) 192 vs 159 ms."""
         stem = next((m for m in self.encoder.modules() if isinstance(m, nn.Conv2d)), None)
         if stem is None:
             return 1
