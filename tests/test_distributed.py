@@ -155,6 +155,26 @@ def test_mosaic_of_tiles_equals_the_single_raster(scene, cluster, tmp_path):
     assert not work_folder(str(tmp_path / "list.tif")).exists()
 
 
+def test_raster_placed_by_gcps_runs_on_the_cluster(scene, cluster, tmp_path):
+    """The scene georeferenced by GCPs only: the workers read the warped VRT from the run's
+    work folder and give the single raster's labels and georeferencing."""
+    _, client = cluster
+    src = gdal.Open(str(scene["raster"]))
+    gt = src.GetGeoTransform()
+    gcp = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "scan.tif"), src)
+    gcp.SetGCPs([gdal.GCP(gt[0] + c * gt[1], gt[3] + r * gt[5], 0, c, r)
+                 for c, r in ((0, 0), (W, 0), (0, H), (W, H))], src.GetProjection())
+    gcp = None
+    assert gdal.Open(str(tmp_path / "scan.tif")).GetGeoTransform(can_return_null=True) is None
+    segment(_options(scene, tmp_path / "g.tif", input=str(tmp_path / "scan.tif"),
+                     dask=client.scheduler.address))
+    out = gdal.Open(str(tmp_path / "g.tif"))
+    assert out.GetGeoTransform() == pytest.approx(gt)
+    # bilinear at the pixel centres of an unchanged grid: the scene's own pixels
+    assert (_labels(tmp_path / "g.tif") == scene["labels"]).mean() > 0.999
+    assert not work_folder(str(tmp_path / "g.tif")).exists()
+
+
 def test_a_worker_killed_mid_run_changes_nothing(scene, cluster, tmp_path):
     c, client = cluster
     pids = client.run(os.getpid)

@@ -241,3 +241,39 @@ def test_dask_scheduler_parameter_runs_on_a_local_cluster(tmp_path, tiny_model, 
     with pytest.raises(QgsProcessingException, match="cannot reach the Dask scheduler"):
         _run({**common, "DASK_SCHEDULER": "tcp://127.0.0.1:9",
               "OUTPUT_RASTER": str(tmp_path / "x.tif")})
+
+
+def test_raster_placed_by_gcps_lies_where_qgis_draws_it(tmp_path, tiny_model, provider):
+    """A scan georeferenced by GCPs only (turned by 36.87 degrees): QGIS draws it through GDAL's
+    warper; the class raster and the polygons land on that footprint in its CRS, not in pixel
+    coordinates; an extent in the layer's CRS selects part of it."""
+    src = gdal.Open(str(make_rgb(tmp_path / "rgb.tif", size=200)))
+    scan = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "scan.tif"), 200, 200, 3)
+    for i in range(3):
+        scan.GetRasterBand(i + 1).WriteArray(src.GetRasterBand(i + 1).ReadAsArray())
+    x0, y0 = 600000.0, 5750000.0
+    scan.SetGCPs([gdal.GCP(x0 + 0.4 * c + 0.3 * r, y0 + 0.3 * c - 0.4 * r, 0, c, r)
+                  for c, r in ((0, 0), (200, 0), (0, 200), (200, 200))], src.GetProjection())
+    scan = None
+    layer = QgsRasterLayer(str(tmp_path / "scan.tif"), "scan", "gdal")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32631"
+    drawn = layer.extent()
+    assert drawn.xMinimum() == pytest.approx(x0, abs=1) and drawn.yMaximum() == pytest.approx(
+        y0 + 60, abs=1)
+    res = _run({"INPUT": layer, "MODEL": str(tiny_model),
+                "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "v.gpkg")})
+    out = QgsRasterLayer(res["OUTPUT_RASTER"], "c", "gdal")
+    assert out.crs().authid() == "EPSG:32631"
+    got = out.extent()
+    for a, b in ((got.xMinimum(), drawn.xMinimum()), (got.xMaximum(), drawn.xMaximum()),
+                 (got.yMinimum(), drawn.yMinimum()), (got.yMaximum(), drawn.yMaximum())):
+        assert a == pytest.approx(b, abs=1.0)
+    vec = QgsVectorLayer(res["OUTPUT_VECTOR"], "v", "ogr")
+    assert vec.crs().authid() == "EPSG:32631" and drawn.contains(vec.extent())
+    # the footprint is 100 m x 100 m; the rest of the bounding box is nodata
+    assert sum(f["area"] for f in vec.getFeatures()) == pytest.approx(10000, rel=0.02)
+    res = _run({"INPUT": layer, "MODEL": str(tiny_model),
+                "EXTENT": f"{x0},{x0 + 60},{y0 - 30},{y0 + 30} [EPSG:32631]",
+                "OUTPUT_RASTER": str(tmp_path / "part.tif")})
+    part = QgsRasterLayer(res["OUTPUT_RASTER"], "p", "gdal").extent()
+    assert part.xMinimum() >= x0 - 1 and part.xMaximum() <= x0 + 61

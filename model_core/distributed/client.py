@@ -136,7 +136,8 @@ def segment_distributed(options: SegmentOptions, *, progress: ProgressFn | None 
     finished = False
     try:
         with mosaic_input(options, folder=str(work)) as opts:
-            with prepared(opts) as s, dask_client(options.dask) as (client, threads):
+            with prepared(opts, folder=str(work)) as s, \
+                    dask_client(options.dask) as (client, threads):
                 result = _run(options, s, client, threads, work, report, cancelled, t0)
         finished = True
         return result

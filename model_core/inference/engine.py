@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +46,7 @@ from .protocol import check_model
 from .reader import GdalReader, WindowReader
 from .resolution import Resolution, close_vrt, open_vrt, plan_resolution, to_input_grid
 from .stretch import InputScaling, resolve_scaling
+from .warped import warped_input
 from .writers import NODATA, ClassRasterWriter, add_overviews, part_path, remove_quietly
 
 __all__ = ["segment", "prepared", "finish", "class_histogram", "Block", "Setup", "resolve_bands"]
@@ -131,16 +132,23 @@ def segment(options: SegmentOptions, *, progress: ProgressFn | None = None,
 @contextmanager
 def prepared(options: SegmentOptions, reader: WindowReader | None = None,
              model: torch.nn.Module | None = None, card: ModelCard | None = None,
-             block: Block | None = None) -> Iterator[Setup]:
+             block: Block | None = None, folder: str | None = None) -> Iterator[Setup]:
     """Open, check and resolve everything a run needs (see :func:`segment`); closes the
-    readers and temporary files it opened on exit."""
+    readers and temporary files it opened on exit. ``folder``: where the VRT of a raster placed
+    by GCPs goes when other processes read it too (else a temporary folder)."""
     own_reader = reader is None
     res = None
-    with mosaic_input(options) as options:
+    with mosaic_input(options) as options, ExitStack() as temporary:
         if own_reader:
             reader = GdalReader(options.input)
         try:
             check_outputs(options, reader)
+            if own_reader:   # after the output checks, which must see the original input
+                warped = temporary.enter_context(warped_input(options, folder))
+                if warped is not options:
+                    options = warped
+                    reader.close()
+                    reader = GdalReader(options.input)
             device = resolve_device(options.device)
             model, card = _model(options, model, card, device)
             if own_reader:
