@@ -102,6 +102,9 @@ class ProviderReader(WindowReader):
             self.nodata = [provider.sourceNoDataValue(b)
                            if provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b)
                            else None for b in range(1, self.band_count + 1)]
+            # the engine reads a blue, green, red, NIR product's colours by these names
+            self.color_interpretations = [provider.colorInterpretationName(b)
+                                          for b in range(1, self.band_count + 1)]
 
     # ------------------------------------------------------------------ helpers
     def _rect(self, xoff: int, yoff: int, xsize: int, ysize: int) -> QgsRectangle:

@@ -125,6 +125,36 @@ def test_band_mapping_from_the_user(tmp_path):
                                   img[4] % K)
 
 
+def test_bands_named_red_green_blue_are_read_as_such(tmp_path):
+    """A blue, green, red, near-infrared product (colour interpretation set, as satellite
+    imagery often is): the model that reads red, green, blue gets bands 3, 2, 1; --bands and a
+    model reading other bands are left alone; bands without colour names keep 1, 2, 3."""
+    from model_core.inference import resolve_bands
+
+    img = _img((4, 40, 40), seed=13)
+    src = write_geotiff(tmp_path / "bgrn.tif", img)
+    ds = gdal.Open(str(src), gdal.GA_Update)
+    for b, ci in enumerate((gdal.GCI_BlueBand, gdal.GCI_GreenBand, gdal.GCI_RedBand,
+                            gdal.GCI_Undefined)):
+        ds.GetRasterBand(b + 1).SetColorInterpretation(ci)
+    ds = None
+    model, card = modulo_model(K, patch_size=32, record=True)
+    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu"),
+            model=model, card=card)
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "out.tif")).ReadAsArray(), img[2] % K)
+    local = model.calls[0]["local"][0]   # the top-left patch: red, green, blue = bands 3, 2, 1
+    np.testing.assert_allclose(local[1].numpy() * 255, img[1, :32, :32].astype(float), atol=1e-3)
+    np.testing.assert_allclose(local[2].numpy() * 255, img[0, :32, :32].astype(float), atol=1e-3)
+    _run(src, tmp_path / "asked.tif", bands=[1, 2, 3])
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "asked.tif")).ReadAsArray(),
+                                  img[0] % K)
+    bgrn = ["Blue", "Green", "Red", "Undefined"]
+    assert resolve_bands(None, [4, 1, 2], 4, 3, bgrn) == [4, 1, 2]   # a CIR model's own bands
+    assert resolve_bands(None, [1, 2, 3], 4, 3, ["Gray"] * 4) == [1, 2, 3]
+    assert resolve_bands(None, [1, 2, 3], 4, 3, ["Red", "Red", "Green", "Blue"]) == [1, 2, 3]
+    assert resolve_bands(None, [1, 2, 3], 4, 3, ["Red", "Green", "Blue", "Alpha"]) == [1, 2, 3]
+
+
 def test_uint16_with_scale_override_and_float(tmp_path):
     img16 = _img((3, 40, 40), seed=14, hi=4000, dtype=np.uint16)
     src = write_geotiff(tmp_path / "u16.tif", img16)

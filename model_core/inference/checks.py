@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -20,9 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count: int,
-                  in_chans: int) -> list[int]:
+                  in_chans: int, colors: Sequence[str] | None = None) -> list[int]:
     """1-based raster bands fed to the network: ``requested`` (--bands) or the model's; a
-    single-band raster is replicated to the model's channels (grey -> RGB)."""
+    single-band raster is replicated to the model's channels (grey -> RGB).
+
+    ``colors``: the raster's colour interpretation of each band (GDAL's names, any case). A
+    model reading bands 1, 2, 3 reads red, green, blue; a raster whose bands say red, green and
+    blue are elsewhere (a blue, green, red, near-infrared satellite product) is read by those
+    names instead."""
     if requested:
         bands = [int(b) for b in requested]
         bad = [b for b in bands if not 1 <= b <= band_count]
@@ -36,6 +42,12 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
                              f"{in_chans} channels: give {in_chans} bands (or one to replicate)")
         return bands
     bands = [int(b) for b in card_bands]
+    named = _rgb_by_colour(colors or [])
+    if bands == [1, 2, 3] and named is not None and named != bands:
+        log.info("the raster's bands %d, %d, %d are red, green and blue (its colour "
+                 "interpretation): those are fed to the model, which reads red, green, blue "
+                 "(give --bands to choose others)", *named)
+        return named
     if all(1 <= b <= band_count for b in bands):
         return bands
     if band_count == 1:
@@ -44,6 +56,18 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
     raise ValueError(f"the raster has {band_count} band(s) but the model reads bands {bands}: "
                      f"choose {in_chans} of its bands with --bands (e.g. --bands "
                      f"{' '.join(str(i) for i in range(1, min(in_chans, band_count) + 1))})")
+
+
+def _rgb_by_colour(colors: Sequence[str]) -> list[int] | None:
+    """1-based (red, green, blue) bands when each colour names exactly one band, else None."""
+    names = [c.lower() for c in colors]
+    found = []
+    for want in ("red", "green", "blue"):
+        hits = [i + 1 for i, c in enumerate(names) if c == want]
+        if len(hits) != 1:
+            return None
+        found.append(hits[0])
+    return found
 
 
 def check_outputs(options: SegmentOptions, reader: WindowReader) -> None:

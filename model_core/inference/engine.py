@@ -169,7 +169,7 @@ def prepared(options: SegmentOptions, reader: WindowReader | None = None,
                 window = mask.clip(window) if mask is not None else window
             check_min_area(options, reader)
             bands = resolve_bands(options.bands, card.bands, reader.band_count,
-                                  model.config.in_chans)
+                                  model.config.in_chans, reader.color_interpretations)
             scaling = resolve_scaling(options.scale, card.scale, reader, bands)
             yield Setup(options, scaling.reader, window, mask, bands, scaling, res, model,
                         card, device)

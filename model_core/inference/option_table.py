@@ -142,7 +142,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               cli="--model", processing="MODEL", dock=True),
     RunOption("bands", "bands", "Input bands (empty = the model's)",
               "1-based raster bands fed to the network, in order (e.g. 3 2 1); empty = the "
-              "model's bands.", cli="--bands", metavar="B", processing="BANDS", dock=True),
+              "model's bands (for a model that reads red, green, blue: the bands the raster's "
+              "colour interpretation names so, e.g. 3 2 1 of a blue, green, red, NIR product).",
+              cli="--bands", metavar="B", processing="BANDS", dock=True),
     RunOption("extent", "extent", "Area to segment",
               "Process only this area (map coordinates of the raster's CRS; in QGIS any CRS, "
               "reprojected to the layer's).", cli="--extent", metavar="XMIN YMIN XMAX YMAX",

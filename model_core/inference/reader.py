@@ -28,8 +28,11 @@ class WindowReader(abc.ABC):
         crs_wkt: the CRS as WKT, '' when the raster has none.
         nodata: per band, the nodata value or None.
         dtype: numpy dtype of the raw values.
+        color_interpretations: per band, GDAL's colour interpretation name ("Red", "Blue",
+            "Gray", ...; "" unknown); empty when the source does not say.
     """
 
+    color_interpretations: Sequence[str] = ()
     width: int
     height: int
     band_count: int
@@ -123,6 +126,9 @@ class GdalReader(WindowReader):
         self.geotransform = tuple(gt) if gt is not None else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
         self.crs_wkt = ds.GetProjection() or ""
         self.nodata = [ds.GetRasterBand(b).GetNoDataValue() for b in range(1, self.band_count + 1)]
+        self.color_interpretations = [
+            gdal.GetColorInterpretationName(ds.GetRasterBand(b).GetColorInterpretation()) or ""
+            for b in range(1, self.band_count + 1)]
         dt = ds.GetRasterBand(1).DataType
         self.dtype = np.dtype(_GDAL_NUMPY.get(gdal.GetDataTypeName(dt), np.float64))
         self._all_valid = [bool(ds.GetRasterBand(b).GetMaskFlags() & gdal.GMF_ALL_VALID)

@@ -70,7 +70,7 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
         rgrid = Grid(gt, reader.width, reader.height, wkt)
         try:
             use = resolve_bands(list(bands) if bands else None, list(card_bands),
-                                reader.band_count, in_chans)
+                                reader.band_count, in_chans, reader.color_interpretations)
         except ValueError as exc:
             raise LabelError(f"the model takes {in_chans} input bands and cannot read this "
                              f"raster: {exc}") from exc
