@@ -184,6 +184,9 @@ def test_other_bad_options(tmp_path, raster):
     _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / "o.tif"),
                                     vector=str(tmp_path / "o.shp")),
            ValueError, r"\.gpkg", **_modulo_kw())
+    for name in ("o.png", "o"):   # a GeoTIFF named otherwise misleads software that trusts names
+        _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / name), min_overlap=8),
+               ValueError, r"GeoTIFF: give a \.tif path", **_modulo_kw())
     _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / "o.tif"), scale=(5.0, 5.0)),
            ValueError, "scale", **_modulo_kw())
     _fails(tmp_path, SegmentOptions(str(raster), str(tmp_path / "o.tif")), ValueError,

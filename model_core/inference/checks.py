@@ -77,6 +77,10 @@ def check_outputs(options: SegmentOptions, reader: WindowReader) -> None:
     if out in inputs:
         raise ValueError(f"the output {options.output} is the input raster: choose another "
                          "output path (the input is never modified)")
+    if Path(options.output).suffix.lower() not in (".tif", ".tiff"):
+        # GDAL would sniff a GeoTIFF named .png, but other software goes by the name
+        raise ValueError(f"the class raster is written as a GeoTIFF: give a .tif path, not "
+                         f"{options.output}")
     check_folder(options.output, "output")
     if options.vector:
         vec = os.path.realpath(options.vector)
