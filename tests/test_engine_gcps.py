@@ -186,3 +186,33 @@ def test_output_over_a_gcp_input_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is the input raster"):
         segment(SegmentOptions(str(src), str(src), device="cpu"), model=model, card=card)
     assert gdal.Open(str(src)).GetGCPCount() == 5
+
+
+def test_paletted_scan_with_gcps_warps_colours_not_indices(tmp_path):
+    """The palette is expanded before the warp: bilinear interpolation between two indices
+    would give the table's colour of some third index. On a turned scan, the pixels across
+    block borders are blends of two table colours (most of them in no table entry), and the
+    block interiors keep their own colour's label."""
+    idx = _blocks(70, 90, seed=3)[0]
+    ds = _raster(tmp_path / "scan.tif", idx[None])
+    table = gdal.ColorTable()
+    for i in range(256):
+        table.SetColorEntry(i, ((5 * i) % 256, 255 - i, 40, 255))
+    ds.GetRasterBand(1).SetRasterColorTable(table)
+    ds.GetRasterBand(1).SetColorInterpretation(gdal.GCI_PaletteIndex)
+    ds.SetGCPs([gdal.GCP(600000.0 + 0.4 * c + 0.3 * r, 5750000.0 + 0.3 * c - 0.4 * r, 0, c, r)
+                for c, r in ((0, 0), (90, 0), (0, 70), (90, 70))], _wkt(32631))
+    ds = None
+    model, card = modulo_model(K, patch_size=32, record=True)
+    card.gsd = 0.5
+    _, out = _run(tmp_path / "scan.tif", tmp_path, model, card)
+    assert osr.SpatialReference(wkt=out.GetProjection()).GetAuthorityCode(None) == "32631"
+    entries = {((5 * i) % 256, 255 - i) for i in range(256)}
+    pixels = np.concatenate([c["local"][:, :2].permute(0, 2, 3, 1).reshape(-1, 2).numpy()
+                             for c in model.calls]) * 255
+    pairs = {(int(round(r)), int(round(g))) for r, g in pixels}
+    blends = [p for p in pairs if p not in entries and p != (0, 0)]
+    assert len(blends) > 50
+    labels = out.ReadAsArray()
+    reds = {(5 * int(i)) % 256 % K for i in np.unique(idx)}
+    assert set(np.unique(labels)) - {255} <= set(range(K)) and reds <= set(np.unique(labels))

@@ -155,6 +155,43 @@ def test_bands_named_red_green_blue_are_read_as_such(tmp_path):
     assert resolve_bands(None, [1, 2, 3], 4, 3, ["Red", "Green", "Blue", "Alpha"]) == [1, 2, 3]
 
 
+def _paletted(path, idx: np.ndarray, nodata: int | None = None):
+    """A one-band index raster whose table maps i to red (5 i) mod 256, green 255 - i, blue 40."""
+    ds = gdal.Open(str(write_geotiff(path, idx, nodata=nodata)), gdal.GA_Update)
+    table = gdal.ColorTable()
+    for i in range(256):
+        table.SetColorEntry(i, ((5 * i) % 256, 255 - i, 40, 255))
+    ds.GetRasterBand(1).SetRasterColorTable(table)
+    ds.GetRasterBand(1).SetColorInterpretation(gdal.GCI_PaletteIndex)
+    ds = None
+    return path
+
+
+def test_paletted_raster_is_read_as_its_colours(tmp_path):
+    """The model sees the colours QGIS draws, not the indices; a nodata index is nodata; with
+    --bands the indices themselves are read; the input is left as it was."""
+    idx = _img((40, 50), seed=21)
+    src = _paletted(tmp_path / "pal.tif", idx)
+    model, card = modulo_model(K, patch_size=32, record=True)
+    segment(SegmentOptions(str(src), str(tmp_path / "out.tif"), min_overlap=8, device="cpu"),
+            model=model, card=card)
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "out.tif")).ReadAsArray(),
+                                  (5 * idx.astype(int)) % 256 % K)
+    green = model.calls[0]["local"][0, 1].numpy() * 255
+    np.testing.assert_allclose(green, 255 - idx[:32, :32].astype(float), atol=1e-3)
+    _run(src, tmp_path / "idx.tif", bands=[1])
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "idx.tif")).ReadAsArray(), idx % K)
+    holed = idx.copy()
+    holed[:10] = 3
+    src = _paletted(tmp_path / "holed.tif", holed, nodata=3)
+    _run(src, tmp_path / "holed_out.tif")
+    out = gdal.Open(str(tmp_path / "holed_out.tif")).ReadAsArray()
+    assert (out[holed == 3] == NODATA).all()
+    keep = holed != 3
+    np.testing.assert_array_equal(out[keep], ((5 * holed.astype(int)) % 256 % K)[keep])
+    assert gdal.Open(str(src)).RasterCount == 1 and not list(tmp_path.glob("*.vrt"))
+
+
 def test_uint16_with_scale_override_and_float(tmp_path):
     img16 = _img((3, 40, 40), seed=14, hi=4000, dtype=np.uint16)
     src = write_geotiff(tmp_path / "u16.tif", img16)

@@ -38,6 +38,7 @@ from .mask import PolygonMask, open_mask
 from .merge import StreamingMerger
 from .mosaic import mosaic_input
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
+from .palette import palette_input
 from .patches import PatchSource
 from .plan import make_plan, resolve_window, window_geotransform
 from .polygons import polygonize, sieve
@@ -81,6 +82,7 @@ class Setup:
     model: torch.nn.Module
     card: ModelCard
     device: torch.device
+    source: str = ""                # the input as the user named it (a folder, a scan...)
 
     @property
     def window_gt(self):
@@ -138,19 +140,23 @@ def prepared(options: SegmentOptions, reader: WindowReader | None = None,
     by GCPs goes when other processes read it too (else a temporary folder)."""
     own_reader = reader is None
     res = None
+    source = options.input
     with mosaic_input(options) as options, ExitStack() as temporary:
         if own_reader:
             reader = GdalReader(options.input)
         try:
             check_outputs(options, reader)
-            if own_reader:   # after the output checks, which must see the original input
-                warped = temporary.enter_context(warped_input(options, folder))
-                if warped is not options:
-                    options = warped
-                    reader.close()
-                    reader = GdalReader(options.input)
             device = resolve_device(options.device)
             model, card = _model(options, model, card, device)
+            if own_reader:   # after the output checks, which must see the original input
+                # the raster as QGIS draws it: colours of a palette, GCPs warped onto a map grid
+                rgb = list(card.bands) == [1, 2, 3]
+                view = temporary.enter_context(palette_input(options, folder, rgb))
+                view = temporary.enter_context(warped_input(view, folder))
+                if view is not options:
+                    options = view
+                    reader.close()
+                    reader = GdalReader(options.input)
             if own_reader:
                 res = plan_resolution(options.input, reader.width, reader.height,
                                       reader.geotransform if reader.has_geotransform else None,
@@ -172,7 +178,7 @@ def prepared(options: SegmentOptions, reader: WindowReader | None = None,
                                   model.config.in_chans, reader.color_interpretations)
             scaling = resolve_scaling(options.scale, card.scale, reader, bands)
             yield Setup(options, scaling.reader, window, mask, bands, scaling, res, model,
-                        card, device)
+                        card, device, source)
         finally:
             if own_reader:
                 reader.close()
@@ -206,7 +212,7 @@ def _run(s: Setup, report: ProgressFn, cancelled: CancelFn, t0: float,
     predictor = Predictor(model, s.device, options.tta, amp=amp)
     wx, wy, ww, wh = s.window
     log.info("segmenting %d x %d px of %s: %d x %d patches of %d px (%d to run), contexts %s, "
-             "device %s, %s%s", ww, wh, options.input, *plan.grid, p, len(plan.patches),
+             "device %s, %s%s", ww, wh, s.source or options.input, *plan.grid, p, len(plan.patches),
              streams or "none", s.device, "bf16" if amp else "fp32",
              ", TTA x8" if options.tta else "")
     if options.shared_context:
