@@ -398,6 +398,42 @@ def test_fuse_for_inference_keeps_outputs():
         torch.testing.assert_close(model(x, **ctx, boxes=boxes), before, atol=1e-4, rtol=1e-4)
 
 
+def test_cpu_activations_fused_into_their_convolutions_give_the_same_logits(monkeypatch):
+    """On CPUs the Predictor computes each ReLU6 / ReLU inside the convolution before it
+    (oneDNN's fused kernel): every one of the bundled encoder's 32 pairs, the same logits, the
+    caller's model untouched; bf16 inputs fall back to the two calls."""
+    import model_core.inference.predict as predict
+    from model_core.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from model_core.inference.predict import Predictor
+    from model_core.models.fuse import ConvActivation, _pointwise_works
+
+    if not _pointwise_works():
+        pytest.skip("this PyTorch has no oneDNN fused convolution")
+    model, card = load_checkpoint(DEFAULT_MODEL)
+    model.eval()
+    fused = Predictor(model, torch.device("cpu")).model
+    assert sum(isinstance(m, ConvActivation) for m in fused.encoder.modules()) == 32
+    assert not any(isinstance(m, ConvActivation) for m in model.modules())
+    monkeypatch.setattr(predict, "fuse_activations", lambda m: 0)
+    plain = Predictor(model, torch.device("cpu")).model
+    assert not any(isinstance(m, ConvActivation) for m in plain.modules())
+    g = torch.Generator().manual_seed(0)
+    p = card.config.patch_size
+    x, medium = (torch.rand(2, 3, p, p, generator=g) for _ in range(2))
+    large = torch.rand(1, 3, p, p, generator=g)
+    boxes = {"large": torch.tensor([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.8, 0.8]])}
+    with torch.inference_mode():
+        kw = {"cached": {"large": plain.encode_context(large).expand(2, -1, -1, -1)},
+              "boxes": boxes}
+        torch.testing.assert_close(fused(x, medium, **kw), plain(x, medium, **kw),
+                                   atol=1e-5, rtol=1e-5)
+        conv = next(m for m in fused.encoder.modules() if isinstance(m, ConvActivation))
+        xb = torch.rand(1, conv.conv.in_channels, 16, 16, dtype=torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(xb)
+        assert out.dtype == torch.bfloat16 and float(out.max()) <= 6.0
+
+
 def test_call_chunks_and_a_shared_context_give_the_batched_result(monkeypatch):
     """call_chunk (the CPU path) runs the encoder and decoder a few images at a time; a context
     shared by the batch (size 1 or expanded) is projected once: both equal the batched result."""

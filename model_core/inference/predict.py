@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import DIHEDRAL, dihedral
-from ..models.fuse import fusable, fuse_for_inference
+from ..models.fuse import fusable, fuse_activations, fuse_for_inference
 from .context_map import SharedContextFeatures, SharedContextLayout
 from .patches import Batch
 
@@ -118,11 +118,14 @@ class Predictor:
         # NHWC runs the convolutions of batched patches about 2x faster on CPU (oneDNN) and is
         # what tensor cores want on CUDA; the results differ only by float rounding.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if fusable(model):
-            # BatchNorm folded, ALE's depthwise groups merged, on a copy: the caller's model
-            # stays trainable.
+        cpu = device.type == "cpu"
+        if fusable(model, activations=cpu):
+            # BatchNorm folded, ALE's depthwise groups merged, on CPUs activations computed by
+            # their convolutions, on a copy: the caller's model stays trainable.
             model = copy.deepcopy(model).eval()
             fuse_for_inference(model)
+            if cpu:
+                fuse_activations(model)
         model = model.to(device=device, memory_format=self.memory_format)
         if hasattr(model, "call_chunk"):
             # CPU: encoder and decoder a few images at a time, context fusion batched (FCtL).
