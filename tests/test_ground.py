@@ -230,6 +230,30 @@ def test_resampled_runs_keep_the_georeferencing_exact(tmp_path, grid, rotated):
     assert res.patches < 20        # the plan ran on the 0.5 m grid (55 x 45 px)
 
 
+@pytest.mark.parametrize("pixel", [0.25, 1.0])
+def test_resampled_runs_keep_the_inputs_nodata_exactly(tmp_path, pixel):
+    """Nodata in, nodata out, cell for cell on the input's grid, whether the 0.5 m model's grid
+    is coarser (averaged) or finer (cubic): a processing pixel straddling the edge of the data
+    is filled by GDAL from its valid side and used to give its class to the input's nodata
+    cells under it (a fringe of about one input pixel)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(1, 250, (3, 61, 77)).astype(np.uint8)
+    hole = np.zeros((61, 77), bool)
+    hole[:23] = True                    # an edge between input rows, not processing rows
+    hole[30:45, 41:60] = True           # and an inner gap
+    img[:, hole] = 0
+    src = write_geotiff(tmp_path / "in.tif", img, pixel=pixel, nodata=0)
+    model, card = modulo_model(K, patch_size=32)
+    card.gsd = 0.5
+    out = tmp_path / "o.tif"
+    res = segment(SegmentOptions(str(src), str(out), min_overlap=8, device="cpu"),
+                  model=model, card=card)
+    assert "resampled" in res.processing
+    labels = gdal.Open(str(out)).ReadAsArray()
+    np.testing.assert_array_equal(labels == 255, hole)
+    assert sum(res.class_pixels.values()) == (~hole).sum()
+
+
 def test_native_mode_runs_on_the_input_grid(tmp_path):
     img = np.random.default_rng(1).integers(0, 255, (3, 50, 60)).astype(np.uint8)
     src = write_geotiff(tmp_path / "in.tif", img, pixel=0.25)

@@ -288,8 +288,13 @@ def finish(s: Setup, writer: ClassRasterWriter, class_pixels: np.ndarray,
         res = s.res
         if res is not None and res.resampled and options.output_grid == "input":
             report(0.99, "writing the labels on the input's grid")
-            w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, gt,
-                                         (ww, wh))
+            with GdalReader(options.input, overviews=False) as native:
+                valid = None
+                if native.masked(s.bands):
+                    def valid(x: int, y: int, w: int, h: int) -> np.ndarray:
+                        return native.valid(x, y, w, h, s.bands)
+                w, h, out_gt = to_input_grid(raster_tmp, res.input_gt, res.input_size, gt,
+                                             (ww, wh), valid)
             out_size = (w, h)
             class_pixels = class_histogram(raster_tmp, k)
         _stamp(raster_tmp, res, ground, s.scaling.metadata())

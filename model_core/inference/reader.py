@@ -185,6 +185,10 @@ class GdalReader(WindowReader):
             int(xoff), int(yoff), int(xsize), int(ysize), band_list=unique))
         return _in_band_order(arr.reshape(len(unique), ysize, xsize), unique, bands)
 
+    def masked(self, bands: Sequence[int]) -> bool:
+        """Whether any of ``bands`` has nodata or a mask (else :meth:`valid` is all True)."""
+        return not all(self._all_valid[int(b) - 1] for b in bands)
+
     def valid(self, xoff: int, yoff: int, xsize: int, ysize: int, bands: Sequence[int]
               ) -> np.ndarray:
         self._check(xoff, yoff, xsize, ysize, bands)

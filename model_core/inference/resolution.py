@@ -23,7 +23,9 @@ import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+import numpy as np
 
 from ..ground import ground_of
 
@@ -148,7 +150,8 @@ def close_vrt(res: Resolution) -> None:
 
 
 def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, int],
-                  window_gt: Sequence[float], window_size: tuple[int, int]
+                  window_gt: Sequence[float], window_size: tuple[int, int],
+                  valid: Callable[[int, int, int, int], np.ndarray] | None = None
                   ) -> tuple[int, int, tuple]:
     """Resample the labels in ``tmp`` (the processing grid's window ``window_gt``,
     ``window_size``) onto the input raster's grid (nearest neighbour), in place; returns the
@@ -156,7 +159,12 @@ def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, i
 
     The input grid's cells nearest to the window's corners are kept, so the result is a window
     of the input raster's own grid (same origin, pixel size and rotation: the corners are found
-    in the input's pixel space, and GDAL's warper follows any affine geotransform)."""
+    in the input's pixel space, and GDAL's warper follows any affine geotransform).
+
+    ``valid(xoff, yoff, xsize, ysize)``: the input's own mask of a window (True = data). Cells
+    it marks as nodata become nodata: a processing pixel that straddles the edge of the data is
+    valid (GDAL's resampling fills it from the valid side), and would otherwise give its class
+    to the input's nodata cells under it."""
     from osgeo import gdal
 
     from .plan import map_to_pixel, window_geotransform
@@ -189,6 +197,8 @@ def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, i
         if gdal.Warp(dst, src, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA,
                      warpOptions=["INIT_DEST=NO_DATA"]) is None:
             raise OSError(f"cannot write {warped}: {gdal.GetLastErrorMsg()}")
+        if valid is not None:
+            _mask_cells(band, valid, c0, r0, w, h)
         ct = src.GetRasterBand(1).GetColorTable()
         if ct is not None:
             band.SetColorTable(ct)
@@ -199,3 +209,19 @@ def to_input_grid(tmp: Path, input_gt: Sequence[float], input_size: tuple[int, i
         band = dst = src = None
         remove_quietly(warped)
     return w, h, gt
+
+
+def _mask_cells(band, valid: Callable[[int, int, int, int], np.ndarray], c0: int, r0: int,
+                w: int, h: int, rows: int = 1024) -> None:  # noqa: ANN001 (a gdal.Band)
+    """Set NODATA in ``band`` (the input grid's window at c0, r0) where ``valid`` says the input
+    has none, a strip of ``rows`` at a time."""
+    from .writers import NODATA
+
+    for y in range(0, h, rows):
+        n = min(rows, h - y)
+        ok = valid(c0, r0 + y, w, n)
+        if ok.all():
+            continue
+        labels = band.ReadAsArray(0, y, w, n)
+        labels[~ok] = NODATA
+        band.WriteArray(labels, 0, y)
