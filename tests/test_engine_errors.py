@@ -66,7 +66,8 @@ def test_file_gdal_cannot_open(tmp_path):
 def test_fewer_bands_than_the_model_needs(tmp_path):
     two = write_geotiff(tmp_path / "two.tif", np.zeros((2, 40, 40), np.uint8))
     _fails(tmp_path, SegmentOptions(str(two), str(tmp_path / "o.tif"), min_overlap=8),
-           ValueError, r"has 2 band\(s\) but the model reads bands \[1, 2, 3\]", **_modulo_kw())
+           ValueError, r"has 2 band\(s\) but the model reads 3 channels \(bands \[1, 2, 3\]\): "
+           r"give --bands with one band to replicate \(e\.g\. --bands 1\)", **_modulo_kw())
     _fails(tmp_path, SegmentOptions(str(two), str(tmp_path / "o.tif"), bands=[1, 4],
                                     min_overlap=8), ValueError, r"band\(s\) \[4\] do not exist",
            **_modulo_kw())

@@ -117,6 +117,22 @@ def test_single_band_is_replicated(tmp_path):
     np.testing.assert_array_equal(gdal.Open(str(tmp_path / "out.tif")).ReadAsArray(), img % K)
 
 
+def test_grey_and_alpha_is_a_single_band_raster_with_its_mask(tmp_path):
+    """A scan warped with transparency (grey + alpha): the grey band is replicated, the alpha
+    band masks, nothing asks for --bands."""
+    img = _img((50, 40), seed=11)
+    alpha = np.full((50, 40), 255, np.uint8)
+    alpha[:, :12] = 0
+    src = write_geotiff(tmp_path / "la.tif", np.stack([img, alpha]))
+    ds = gdal.Open(str(src), gdal.GA_Update)
+    ds.GetRasterBand(2).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = None
+    _run(src, tmp_path / "out.tif")
+    out = gdal.Open(str(tmp_path / "out.tif")).ReadAsArray()
+    assert (out[:, :12] == NODATA).all()
+    np.testing.assert_array_equal(out[:, 12:], img[:, 12:] % K)
+
+
 def test_band_mapping_from_the_user(tmp_path):
     img = _img((5, 40, 40), seed=12)
     src = write_geotiff(tmp_path / "multi.tif", img)

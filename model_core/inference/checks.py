@@ -50,12 +50,21 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
         return named
     if all(1 <= b <= band_count for b in bands):
         return bands
-    if band_count == 1:
-        log.info("single-band raster: band 1 replicated to the model's %d channels", in_chans)
-        return [1] * in_chans
+    # an alpha band is the data's mask (the reader applies it), not a channel: grey + alpha
+    # (a scan warped with transparency) is a single-band raster
+    data = [b for b in range(1, band_count + 1)
+            if b > len(colors or []) or (colors or [])[b - 1].lower() != "alpha"]
+    if len(data) == 1:
+        log.info("single-band raster%s: band %d replicated to the model's %d channels",
+                 " (and an alpha band, its mask)" if band_count > 1 else "", data[0], in_chans)
+        return data * in_chans
+    if band_count < in_chans:
+        raise ValueError(f"the raster has {band_count} band(s) but the model reads {in_chans} "
+                         f"channels (bands {bands}): give --bands with one band to replicate "
+                         f"(e.g. --bands 1), or use a model trained on {band_count} band(s)")
     raise ValueError(f"the raster has {band_count} band(s) but the model reads bands {bands}: "
                      f"choose {in_chans} of its bands with --bands (e.g. --bands "
-                     f"{' '.join(str(i) for i in range(1, min(in_chans, band_count) + 1))})")
+                     f"{' '.join(str(i) for i in range(1, in_chans + 1))})")
 
 
 def _rgb_by_colour(colors: Sequence[str]) -> list[int] | None:
