@@ -189,3 +189,27 @@ def test_training_area_at_a_pixel_size_over_the_same_ground(tmp_path):
     assert _read(plain, LabelSource(str(lab))).pixel_size_m is None
     with pytest.raises(LabelError, match="leave the pixel size at 0"):
         _read(plain, LabelSource(str(lab)), pixel_size=1.0)
+
+
+def test_scan_placed_by_gcps_is_read_where_qgis_draws_it(tmp_path):
+    """A raster georeferenced by GCPs only (the labels were drawn over it in QGIS, which
+    draws it warped onto a map grid): the training area is read on that grid, and the polygons
+    land on their pixels as for a georeferenced copy."""
+    from osgeo import gdal
+
+    scene = gdal.Open(str(make_scene(tmp_path / "scene.tif")))
+    gt = scene.GetGeoTransform()
+    scan = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "scan.tif"), 256, 256, 3)
+    for b in range(1, 4):
+        scan.GetRasterBand(b).WriteArray(scene.GetRasterBand(b).ReadAsArray())
+    scan.SetGCPs([gdal.GCP(gt[0] + c * gt[1], gt[3] + r * gt[5], 0, c, r)
+                  for c, r in ((0, 0), (256, 0), (0, 256), (256, 256))], scene.GetProjection())
+    scan = None
+    polys = write_polygons(tmp_path / "p.gpkg", epsg=32631)
+    area = _read(tmp_path / "scan.tif", LabelSource(str(polys), field="kind"),
+                 extent=(500000, 4999872, 500128, 5000000))
+    assert area.window == (0, 0, 256, 256)
+    assert area.grid.geotransform == pytest.approx(gt)
+    truth = _truth()
+    assert (area.label == np.where(truth == 0, IGNORE, truth - 1)).mean() > 0.995
+    assert area.pixel_size_m == pytest.approx(0.5, rel=1e-3)

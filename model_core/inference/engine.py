@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -33,12 +33,12 @@ from ..ground import ground_of
 from .batches import run_patches
 from .checks import check_min_area, check_outputs, resolve_bands, sieve_pixels
 from .context_map import SharedContextLayout
+from .drawn import drawn_raster
 from .heap import return_freed_memory
 from .mask import PolygonMask, open_mask
 from .merge import StreamingMerger
 from .mosaic import mosaic_input
 from .options import Cancelled, CancelFn, ProgressFn, SegmentOptions, SegmentResult
-from .palette import palette_input
 from .patches import PatchSource
 from .plan import make_plan, resolve_window, window_geotransform
 from .polygons import polygonize, sieve
@@ -47,7 +47,6 @@ from .protocol import check_model
 from .reader import GdalReader, WindowReader
 from .resolution import Resolution, close_vrt, open_vrt, plan_resolution, to_input_grid
 from .stretch import InputScaling, resolve_scaling
-from .warped import warped_input
 from .writers import NODATA, ClassRasterWriter, add_overviews, part_path, remove_quietly
 
 __all__ = ["segment", "prepared", "finish", "class_histogram", "Block", "Setup", "resolve_bands"]
@@ -150,11 +149,10 @@ def prepared(options: SegmentOptions, reader: WindowReader | None = None,
             model, card = _model(options, model, card, device)
             if own_reader:   # after the output checks, which must see the original input
                 # the raster as QGIS draws it: colours of a palette, GCPs warped onto a map grid
-                rgb = list(card.bands) == [1, 2, 3]
-                view = temporary.enter_context(palette_input(options, folder, rgb))
-                view = temporary.enter_context(warped_input(view, folder))
-                if view is not options:
-                    options = view
+                colours = list(card.bands) == [1, 2, 3] and not options.bands
+                view = temporary.enter_context(drawn_raster(options.input, folder, colours))
+                if view != options.input:
+                    options = replace(options, input=view)
                     reader.close()
                     reader = GdalReader(options.input)
             if own_reader:

@@ -10,15 +10,7 @@ must interpolate colours, not indices.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
-from typing import Iterator
-
-from .options import SegmentOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +51,3 @@ def expand_palette(path: str, vrt_path: str) -> str:
              "as QGIS draws it", path, "red, green, blue and alpha" if transparent
              else "red, green, blue")
     return str(vrt_path)
-
-
-@contextmanager
-def palette_input(options: SegmentOptions, folder: str | None = None, rgb: bool = True
-                  ) -> Iterator[SegmentOptions]:
-    """``options`` with a paletted input replaced by its expanded VRT (written in ``folder``,
-    else a temporary folder removed on exit) when the model reads red, green, blue (``rgb``:
-    its bands are 1, 2, 3); other inputs, and runs that name their bands (``--bands``: the
-    indices are wanted), unchanged."""
-    from .reader import gdal_open
-
-    if not rgb or options.bands or not os.path.isfile(options.input) \
-            or not is_paletted(gdal_open(options.input)):
-        yield options
-        return
-    tmp = None
-    if folder is None:
-        folder = tmp = tempfile.mkdtemp(prefix="fctl-palette-")
-    try:
-        vrt = expand_palette(options.input, os.path.join(folder, "colours.vrt"))
-        yield dataclasses.replace(options, input=vrt)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -14,15 +14,7 @@ raster's own nodata value).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
-from typing import Iterator
-
-from .options import SegmentOptions
 
 log = logging.getLogger(__name__)
 
@@ -127,25 +119,3 @@ def _square_on_the_ground(out, ds, vrt_path: str, kw: dict, how: str):  # noqa: 
     out = None
     return gdal.Warp(vrt_path, ds, options=gdal.WarpOptions(
         **kw, xRes=xres, yRes=yres, outputBounds=bounds))
-
-
-@contextmanager
-def warped_input(options: SegmentOptions, folder: str | None = None
-                 ) -> Iterator[SegmentOptions]:
-    """``options`` with an input placed by GCPs or RPCs only replaced by its warped VRT (written
-    in ``folder``, else a temporary folder removed on exit); other inputs unchanged."""
-    from .reader import gdal_open
-
-    how = placement(gdal_open(options.input)) if os.path.isfile(options.input) else None
-    if how is None:   # georeferenced, not at all, or a folder of tiles (the mosaic checks them)
-        yield options
-        return
-    tmp = None
-    if folder is None:
-        folder = tmp = tempfile.mkdtemp(prefix="fctl-warped-")
-    try:
-        vrt = build_warped(options.input, os.path.join(folder, "warped.vrt"), how)
-        yield dataclasses.replace(options, input=vrt)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -54,6 +54,22 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
     ``pixel_size`` (metres; ``fctl:train``'s training pixel size): the area over the same ground
     on a grid of that pixel size: the pixels resampled as the engine resamples rasters (area
     average when coarser, cubic when finer), the labels burnt (or warped) onto that grid."""
+    from ..inference.drawn import drawn_raster
+
+    # the raster as QGIS draws it (colours of a palette, GCPs warped), where the labels were drawn
+    colours = list(card_bands) == [1, 2, 3] and not bands
+    with drawn_raster(str(raster), colours=colours) as path:
+        return _read_area(raster, path, source, in_chans=in_chans, card_bands=card_bands,
+                          card_scale=card_scale, base_classes=base_classes, bands=bands,
+                          extent=extent, extent_wkt=extent_wkt, strict=strict,
+                          max_side=max_side, pixel_size=pixel_size)
+
+
+def _read_area(raster: str, path: str, source: LabelSource, *, in_chans: int,
+               card_bands: Sequence[int], card_scale: Sequence[float],
+               base_classes: ClassList | None, bands: Sequence[int] | None,
+               extent: Sequence[float] | None, extent_wkt: str | None, strict: bool,
+               max_side: int | None, pixel_size: float | None) -> TrainingArea:
     from ..ground import ground_of
     from ..inference.engine import resolve_bands
     from ..inference.reader import GdalReader
@@ -61,7 +77,7 @@ def read_training_area(raster: str, source: LabelSource, *, in_chans: int,
     from .gis import MAX_SIDE
 
     try:
-        reader = GdalReader(raster)
+        reader = GdalReader(path)
     except (OSError, RuntimeError) as exc:
         raise FileNotFoundError(f"cannot open the raster {raster}: {exc}") from exc
     try:
