@@ -147,3 +147,35 @@ def test_compare_trains_both_configs_identically(tmp_path, capsys):
     t = {n: c.provenance["train"] for n, c in cards.items()}
     assert t["fctl"] == t["fcn8s"]                      # same recipe, seed and budget
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_labels_are_checked_against_the_models_classes(tmp_path, caplog):
+    """A 0/255 building mask: read as classes 0 and 1 by a two-class model; against a model
+    whose classes it does not hold (the bundled land-cover model), a clear error before any
+    segmenting; stray values are logged and left unscored."""
+    from model_core.checkpoint import ClassInfo, ModelCard
+    from model_core.config import FCtLConfig
+    from model_core.training.evaluate import EvalItem, scorable
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:9, 4:20] = 255
+    item = [EvalItem("tile", "unused.tif", mask)]
+
+    def card(k, ignore):
+        return ModelCard(FCtLConfig(backbone="none", num_classes=k),
+                         [ClassInfo(i, n, (0, 0, 0)) for i, n in enumerate(
+                             ["background", "building", "c2", "c3", "c4", "c5", "c6"][:k])],
+                         ignore_index=ignore)
+
+    with caplog.at_level("INFO"):
+        (binary,) = scorable(item, card(2, 255))
+    assert set(np.unique(binary.label)) == {0, 1} and (binary.label == 1).sum() == 64
+    assert "0/255 mask" in caplog.text
+    with pytest.raises(ValueError, match=r"hold 0 \(536 px\), 255 \(64 px\); the model's classes "
+                                         r"are 0 background, 1 building, 2 c2.*\(0 not scored\)"):
+        scorable(item, card(7, 0))
+    three = mask.copy()
+    three[0] = 2
+    three[1] = 9
+    kept = scorable([EvalItem("t", "unused.tif", three)], card(3, None))
+    assert (kept[0].label == three).all() and "label values [9, 255]" in caplog.text

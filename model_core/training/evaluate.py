@@ -69,6 +69,7 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
     assert card is not None
     k = card.config.num_classes
     names = {c.id: c.name for c in card.classes}
+    items = scorable(items, card)
     results: dict[str, Any] = {"model": model_path or "default", "images": [i.id for i in items]}
     for tta in tta_modes:
         cm = np.zeros((k, k), np.int64)
@@ -90,6 +91,45 @@ def evaluate(model_path: str | None, items: Sequence[EvalItem], tta_modes: Seque
         log.info("%s: %s %.4f", "TTA" if tta else "no TTA", scores.headline_name,
                  scores.headline)
     return results
+
+
+def scorable(items: Sequence[EvalItem], card: "ModelCard") -> list[EvalItem]:
+    """``items`` checked against the model's classes before anything is segmented.
+
+    A binary mask of only 0 and 255 (Inria, SpaceNet and most building masks) scored by a
+    two-class model is read as classes 0 and 1. Labels with no pixel of a scored class (a building mask
+    against the bundled land-cover model) raise a ValueError naming the values found and the
+    classes expected: the scores would be empty. Other values outside the classes are logged
+    and left unscored."""
+    k, ignore = card.config.num_classes, card.ignore_index
+    counts: dict[int, int] = {}
+    for it in items:
+        values, n = np.unique(it.label, return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist()):
+            counts[v] = counts.get(v, 0) + c
+    if set(counts) == {0, 255} and k == 2:
+        # 255 is also the fine-tuned cards' "unlabelled", but labels of only 0 and unlabelled
+        # would score one class: a 0/255 raster for a two-class model is a binary mask
+        log.info("the labels are a 0/255 mask: read as the model's classes 0 (%s) and 1 (%s) "
+                 "(if 255 marks unlabelled pixels instead, give them another value)",
+                 *[c.name for c in sorted(card.classes, key=lambda c: c.id)][:2])
+        items = [EvalItem(it.id, it.image, np.where(it.label == 255, 1, it.label).astype(
+            it.label.dtype)) for it in items]
+        counts = {0: counts.get(0, 0), 1: counts[255]}
+    scored = sum(c for v, c in counts.items() if v < k and v != ignore)
+    classes = ", ".join(f"{c.id} {c.name}" for c in sorted(card.classes, key=lambda c: c.id))
+    found = ", ".join(f"{v} ({c:,} px)" for v, c in sorted(counts.items())[:12])
+    if scored == 0:
+        raise ValueError(
+            f"the labels hold no pixel of a class the model scores: they hold {found}; the "
+            f"model's classes are {classes}" + (f" ({ignore} not scored)" if ignore is not None
+                                                else "") + ". Give labels with the model's "
+            "class ids, or evaluate a model trained for these labels (train / fctl:train)")
+    outside = sorted(v for v in counts if v >= k and v != ignore)
+    if outside:
+        log.warning("label values %s are not classes of the model (0-%d): their pixels are not "
+                    "scored", outside, k - 1)
+    return list(items)
 
 
 def format_results(results: dict[str, Any]) -> str:
