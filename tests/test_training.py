@@ -94,6 +94,38 @@ def test_label_raster_must_match_grid(tmp_path):
         load_raster_pair(tmp_path / "img.tif", tmp_path / "small.tif")
 
 
+def test_raster_layout_reads_a_bgr_file_in_the_order_segmenting_reads_it(tmp_path):
+    """A three-band file whose bands say blue, green, red: trained as red, green, blue (bands
+    3, 2, 1 in the card), the order the engine feeds a model of bands 1, 2, 3."""
+    import argparse
+
+    from osgeo import gdal
+
+    from model_core.inference import resolve_bands
+    from model_core.training.datasets import add_data_args, data_info, load_split
+
+    img, lab = scene(64)
+    write_geotiff(tmp_path / "bgr.tif", img)
+    ds = gdal.Open(str(tmp_path / "bgr.tif"), gdal.GA_Update)
+    for b, ci in enumerate((gdal.GCI_BlueBand, gdal.GCI_GreenBand, gdal.GCI_RedBand)):
+        ds.GetRasterBand(b + 1).SetColorInterpretation(ci)
+    ds = None
+    write_geotiff(tmp_path / "lab.tif", lab)
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    args = parser.parse_args(["--layout", "raster", "--image", str(tmp_path / "bgr.tif"),
+                              "--labels", str(tmp_path / "lab.tif")])
+    (pair,) = load_split(args, "train")
+    np.testing.assert_array_equal(pair.image, img[::-1])
+    bands = data_info(args, [pair]).bands
+    assert bands == [3, 2, 1]
+    colours = ["Blue", "Green", "Red"]
+    assert resolve_bands(None, bands, 3, 3, colours) == [3, 2, 1]       # the card's, as trained
+    assert resolve_bands(None, [1, 2, 3], 3, 3, colours) == [3, 2, 1]   # an RGB model's
+    args.bands = "1,2,3"
+    assert data_info(args, load_split(args, "train")).bands == [1, 2, 3]
+
+
 def _polygons(path: Path, epsg: int, rings: list[tuple[list[tuple[float, float]], int]]) -> Path:
     from osgeo import ogr, osr
 

@@ -42,7 +42,7 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
                              f"{in_chans} channels: give {in_chans} bands (or one to replicate)")
         return bands
     bands = [int(b) for b in card_bands]
-    named = _rgb_by_colour(colors or [])
+    named = rgb_by_colour(colors or [])
     if bands == [1, 2, 3] and named is not None and named != bands:
         log.info("the raster's bands %d, %d, %d are red, green and blue (its colour "
                  "interpretation): those are fed to the model, which reads red, green, blue "
@@ -67,7 +67,7 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
                      f"{' '.join(str(i) for i in range(1, in_chans + 1))})")
 
 
-def _rgb_by_colour(colors: Sequence[str]) -> list[int] | None:
+def rgb_by_colour(colors: Sequence[str]) -> list[int] | None:
     """1-based (red, green, blue) bands when each colour names exactly one band, else None."""
     names = [c.lower() for c in colors]
     found = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 from .data import (DEEPGLOBE_CLASSES, DEEPGLOBE_IGNORE, INRIA_CLASSES, LabelledImage,
                    load_deepglobe, load_inria, load_raster_pair, parse_ids)
 from .settings import DataInfo
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = ("deepglobe", "inria", "raster")
 
@@ -88,9 +91,29 @@ def load_split(args: argparse.Namespace, which: str) -> list[LabelledImage]:
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} {which} image(s) but {len(labels)} label file(s): give "
                          "one --labels per --image")
-    bands = [int(b) for b in args.bands.split(",")] if args.bands else None
+    bands = raster_bands(args)
     return [load_raster_pair(i, lab, bands=bands, field=args.field)
             for i, lab in zip(images, labels)]
+
+
+def raster_bands(args: argparse.Namespace) -> list[int] | None:
+    """The raster layout's bands: --bands, else for a three-band raster whose bands say red,
+    green and blue in another order (a blue, green, red file) those, in that order, as the
+    engine reads them for a model of bands 1, 2, 3; else None (every band, in order)."""
+    if args.bands:
+        return [int(b) for b in args.bands.split(",")]
+    if not args.image:
+        return None
+    from ..inference.checks import rgb_by_colour
+    from ..inference.reader import GdalReader
+
+    with GdalReader(args.image[0]) as r:
+        named = rgb_by_colour(r.color_interpretations)
+        if r.band_count == 3 and named is not None and named != [1, 2, 3]:
+            log.info("%s: bands %d, %d, %d are red, green and blue (its colour interpretation): "
+                     "trained in that order", args.image[0], *named)
+            return named
+    return None
 
 
 def data_gsd(args: argparse.Namespace) -> float | None:
@@ -138,8 +161,7 @@ def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo
         rng = np.random.default_rng(0)
         classes = [(int(c), f"class {c}", tuple(int(v) for v in rng.integers(0, 256, 3)))
                    for c in found]
-    bands = [int(b) for b in args.bands.split(",")] if args.bands else \
-        list(range(1, images[0].image.shape[0] + 1))
+    bands = raster_bands(args) or list(range(1, images[0].image.shape[0] + 1))
     return DataInfo(classes, args.ignore_index, bands, scale, _gsd(args))
 
 
