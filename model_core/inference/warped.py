@@ -6,10 +6,10 @@ satellite scene as delivered, carries GCPs (or RPC coefficients) and no geotrans
 such a raster through GDAL's warper onto a north-up grid in the GCPs' CRS (WGS 84 for RPCs); the
 engine reads it the same way, so that its pixel size is known, areas are on the ground, and the
 class raster and the polygons lie on the input in the map instead of in pixel coordinates with
-no place on the ground. The grid is GDAL's suggested output (QGIS's too), except that in degrees
-its pixels are made square on the ground, as the model learnt them; pixels are resampled
-bilinearly, and the area outside the image's footprint is masked by an alpha band (or the
-raster's own nodata value).
+no place on the ground. The grid covers GDAL's suggested output (QGIS's too) with pixels square
+on the ground and as large as the image's own (GDAL suggests pixels square in the CRS's units,
+in degrees a third narrower than tall at 50 N); pixels are resampled bilinearly, and the area
+outside the image's footprint is masked by an alpha band (or the raster's own nodata value).
 """
 
 from __future__ import annotations
