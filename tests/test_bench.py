@@ -115,6 +115,23 @@ def test_multiply_add_floor_counts_the_shared_map(tmp_path):
     assert extra >= (640 / 3) ** 2 * encoder_macs_per_pixel(fctl, torch.device("cpu"))
 
 
+def test_multiply_adds_count_the_cpu_fused_convolutions():
+    """The engine's CPU model computes ReLU6 inside its convolutions (oneDNN's fused kernel):
+    the counter counts those convolutions as it counts plain ones (it once missed them, and
+    the floors came out 1.66x instead of 1.30x)."""
+    import torch
+
+    from model_core.bench.macs import macs
+    from model_core.models.fuse import ConvActivation, _pointwise_works
+
+    if not _pointwise_works():
+        pytest.skip("this PyTorch has no oneDNN fused convolution")
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    fused = ConvActivation(conv, torch.nn.ReLU6())
+    x = torch.zeros(1, 3, 10, 10)
+    assert macs(lambda: fused(x)) == macs(lambda: conv(x)) == 10 * 10 * 8 * 3 * 9
+
+
 def test_child_peak_rss_is_its_own_not_the_parents():
     """A benchmarked child reports its own peak: ru_maxrss / wait4 would report at least what
     this process held before it spawned the child (Linux carries it over at exec)."""

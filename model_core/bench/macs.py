@@ -19,10 +19,30 @@ import torch
 from ..geometry import Window
 
 
+_FUSED_COUNTED = False
+
+
+def _count_fused_convolutions() -> None:
+    """Teach the counter oneDNN's convolution + activation (the engine's CPU fusion,
+    :class:`model_core.models.fuse.ConvActivation`): a convolution's multiply-adds."""
+    global _FUSED_COUNTED
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+    if _FUSED_COUNTED or op is None:
+        return
+    from torch.utils.flop_counter import conv_flop_count, register_flop_formula
+
+    @register_flop_formula(op)
+    def _conv_pointwise_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+    _FUSED_COUNTED = True
+
+
 def macs(fn: Callable[[], object]) -> float:
     """Multiply-adds of the convolutions and matrix products ``fn`` runs."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    _count_fused_convolutions()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 2.0
