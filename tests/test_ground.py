@@ -192,6 +192,11 @@ def test_plan_follows_the_model_within_a_tolerance():
     assert plan_resolution("x", 1000, 800, None, "", "auto", 0.5).target_m is None
     with pytest.raises(ValueError, match="no georeferencing"):
         plan_resolution("x", 1000, 800, None, "", 0.5, 0.5)
+    # a world file without a CRS: the grid is known, its units are not
+    with pytest.raises(ValueError, match=r"has no CRS: .*\(assign its CRS\)"):
+        plan_resolution("x", 1000, 800, gt, "", 0.5, 0.5)
+    assert plan_resolution("x", 1000, 800, gt, "", "auto", 0.5).reason == \
+        "native resolution (no CRS)"
 
 
 @pytest.mark.parametrize("rotated", [False, True])

@@ -102,13 +102,15 @@ def plan_resolution(path: str, width: int, height: int, geotransform: Sequence[f
                     "imagery's")
         return native("native resolution (the model records no pixel size)")
     if raster_m is None:
+        # a world file without .prj/.aux.xml gives a grid in unknown units: say which is missing
+        what = "no georeferencing" if gt is None else "no CRS"
         if want != "auto":
-            raise ValueError(f"{path} has no georeferencing (or no CRS): its pixel size on the "
-                             "ground is unknown, so it cannot be resampled to "
-                             f"{target:g} m; use --pixel-size native, or georeference it")
-        log.warning("%s has no georeferencing: its pixel size is unknown, so it runs at native "
-                    "resolution (the model was trained at %g m per pixel)", path, target)
-        return native("native resolution (no georeferencing)")
+            raise ValueError(f"{path} has {what}: its pixel size on the ground is unknown, so "
+                             f"it cannot be resampled to {target:g} m; use --pixel-size native, "
+                             "or georeference it" + ("" if gt is None else " (assign its CRS)"))
+        log.warning("%s has %s: its pixel size is unknown, so it runs at native resolution (the "
+                    "model was trained at %g m per pixel)", path, what, target)
+        return native(f"native resolution ({what})")
     ratio = target / raster_m
     if want == "auto" and abs(ratio - 1) <= TOLERANCE:
         return native(f"native resolution ({raster_m:.3g} m, within {TOLERANCE:.0%} of the "
