@@ -42,7 +42,8 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
                              f"{in_chans} channels: give {in_chans} bands (or one to replicate)")
         return bands
     bands = [int(b) for b in card_bands]
-    named = rgb_by_colour(colors or [])
+    colors = list(colors or [])
+    named = rgb_by_colour(colors)
     if bands == [1, 2, 3] and named is not None and named != bands:
         log.info("the raster's bands %d, %d, %d are red, green and blue (its colour "
                  "interpretation): those are fed to the model, which reads red, green, blue "
@@ -53,7 +54,7 @@ def resolve_bands(requested: list[int] | None, card_bands: list[int], band_count
     # an alpha band is the data's mask (the reader applies it), not a channel: grey + alpha
     # (a scan warped with transparency) is a single-band raster
     data = [b for b in range(1, band_count + 1)
-            if b > len(colors or []) or (colors or [])[b - 1].lower() != "alpha"]
+            if b > len(colors) or colors[b - 1].lower() != "alpha"]
     if len(data) == 1:
         log.info("single-band raster%s: band %d replicated to the model's %d channels",
                  " (and an alpha band, its mask)" if band_count > 1 else "", data[0], in_chans)

@@ -7,10 +7,9 @@ model sees, and the outputs lie, where the analyst saw the raster in the map.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Iterator
 
 from .palette import expand_palette, is_paletted
 from .warped import build_warped, placement
@@ -33,16 +32,17 @@ def drawn_raster(path: str, folder: str | None = None, colours: bool = True) -> 
     if not expand and how is None:
         yield path
         return
-    tmp = None
-    if folder is None:
-        folder = tmp = tempfile.mkdtemp(prefix="fctl-drawn-")
-    try:
+    with temporary_folder(folder, "fctl-drawn-") as folder:
         view = path
         if expand:   # before the warp, which must interpolate colours, not indices
             view = expand_palette(view, os.path.join(folder, "colours.vrt"))
         if how is not None:
             view = build_warped(view, os.path.join(folder, "warped.vrt"), how)
         yield view
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def temporary_folder(folder: str | None, prefix: str) -> ContextManager[str]:
+    """``folder`` itself, or a temporary folder removed on exit."""
+    if folder is not None:
+        return nullcontext(folder)
+    return tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .drawn import temporary_folder
 from .options import SegmentOptions
 
 log = logging.getLogger(__name__)
@@ -132,12 +131,6 @@ def mosaic_input(options: SegmentOptions, folder: str | None = None
     if tiles is None:
         yield options
         return
-    tmp = None
-    if folder is None:
-        folder = tmp = tempfile.mkdtemp(prefix="fctl-mosaic-")
-    try:
+    with temporary_folder(folder, "fctl-mosaic-") as folder:
         vrt = build_mosaic(tiles, os.path.join(folder, "mosaic.vrt"))
         yield dataclasses.replace(options, input=vrt)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -31,19 +31,15 @@ def placement(ds) -> str | None:  # noqa: ANN001 (a gdal.Dataset)
     return None
 
 
-def build_warped(path: str, vrt_path: str, how: str | None = None) -> str | None:
-    """Write the warped VRT of ``path`` to ``vrt_path`` when the raster has GCPs or RPCs but no
-    geotransform; returns its path, or None (the raster needs no warping). ``how``: its
-    :func:`placement`, when the caller knows it."""
+def build_warped(path: str, vrt_path: str, how: str) -> str:
+    """Write the warped VRT of ``path``, placed by ``how`` (its :func:`placement`: ``"gcps"`` or
+    ``"rpc"``), to ``vrt_path``; returns that path."""
     from osgeo import gdal
 
     from ..ground import ground_of
     from .reader import gdal_open
 
     ds = gdal_open(path)
-    how = how or placement(ds)
-    if how is None:
-        return None
     nodata = ds.GetRasterBand(1).GetNoDataValue()
     has_alpha = any(ds.GetRasterBand(i + 1).GetColorInterpretation() == gdal.GCI_AlphaBand
                     for i in range(ds.RasterCount))

@@ -66,8 +66,7 @@ class ConvActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if x.device.type == "cpu" and x.dtype == c.weight.dtype == torch.float32 \
-                and isinstance(c.padding, tuple):
+        if x.device.type == "cpu" and x.dtype == c.weight.dtype == torch.float32:
             return torch.ops.mkldnn._convolution_pointwise(
                 x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, self._attr,
                 self._scalars, "")
