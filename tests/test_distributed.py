@@ -257,20 +257,16 @@ def test_unreachable_scheduler_fails_fast_and_leaves_nothing(scene, tmp_path):
 
 
 def test_bad_tiles_are_refused_before_any_work_is_sent(scene, tmp_path):
-    """Different CRS or band counts: the tile check fails before the (unreachable) scheduler is
-    even contacted."""
+    """A tile without a CRS among georeferenced ones, or different band counts: the tile check
+    fails before the (unreachable) scheduler is even contacted."""
     src = gdal.Open(str(scene["tiles"] / "tile_00.tif"))
     arr, gt = src.ReadAsArray(), src.GetGeoTransform()
-    for name, array, epsg in (("crs", arr, 3857), ("bands", arr[:1], None)):
+    for name, array, wkt in (("crs", arr, ""), ("bands", arr[:1], src.GetProjection())):
         folder = tmp_path / name
         folder.mkdir()
         _write(folder / "a.tif", arr, gt, src.GetProjection())
-        from osgeo import osr
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg or 32631)
-        _write(folder / "b.tif", np.ascontiguousarray(array), (gt[0] + 450, *gt[1:]),
-               srs.ExportToWkt())
-        match = "another CRS" if name == "crs" else "band"
+        _write(folder / "b.tif", np.ascontiguousarray(array), (gt[0] + 450, *gt[1:]), wkt)
+        match = "has no CRS but" if name == "crs" else "band"
         with pytest.raises(ValueError, match=match):
             segment(_options(scene, tmp_path / f"{name}.tif", input=str(folder),
                              dask="tcp://127.0.0.1:9"))
@@ -282,6 +278,65 @@ def test_bad_tiles_are_refused_before_any_work_is_sent(scene, tmp_path):
         segment(_options(scene, tmp_path / "e.tif", input=str(empty)))
     with pytest.raises(ValueError, match="lies in the folder of tiles"):
         mosaic_sources(str(scene["tiles"]), [str(scene["tiles"] / "tile_00.tif")])
+
+
+def test_tiles_in_two_crs_are_mosaicked_in_the_crs_most_have(scene, cluster, tmp_path):
+    """A programme crossing a UTM zone boundary: the right-hand tiles delivered in EPSG:32632
+    (nodata outside their turned footprint), the left-hand ones and a third in EPSG:32631. The
+    32632 tiles are reprojected on the fly onto the grid of the 32631 tiles: the output is in
+    EPSG:32631 on the single raster's pixel grid, the network reads the left tiles' pixels
+    unchanged (the turned tiles' empty corners do not hide them) and the right ones' close to
+    the original (two bilinear warps), every pixel of the scene is labelled, and the cluster
+    gives the in-process result."""
+    import shutil
+
+    folder = tmp_path / "zones"
+    folder.mkdir()
+    for t in sorted(scene["tiles"].iterdir()):
+        if t.name.endswith("0.tif"):
+            shutil.copy(t, folder / t.name)
+        else:
+            gdal.Warp(str(folder / t.name), str(t), dstSRS="EPSG:32632", xRes=0.5, yRes=0.5,
+                      resampleAlg="bilinear", dstNodata=0)
+    one = gdal.Open(str(scene["raster"]))
+    ogt = one.GetGeoTransform()
+    res = segment(_options(scene, tmp_path / "zones.tif", input=str(folder)))
+    ds = gdal.Open(str(tmp_path / "zones.tif"))
+    gt = ds.GetGeoTransform()
+    assert "32631" in ds.GetProjection().split("AUTHORITY")[-1]
+    assert gt[1] == ogt[1] and gt[5] == ogt[5]
+    dx, dy = (gt[0] - ogt[0]) / ogt[1], (gt[3] - ogt[3]) / ogt[5]
+    assert dx == pytest.approx(round(dx), abs=1e-6) and dy == pytest.approx(round(dy), abs=1e-6)
+    dx, dy = round(dx), round(dy)
+    assert dx <= 0 and dy <= 0
+    out = _labels(tmp_path / "zones.tif")
+    win = out[-int(dy):-int(dy) + H, -int(dx):-int(dx) + W]
+    assert win.shape == (H, W)
+    # the left tiles are untouched: every pixel labelled, as in the single raster
+    assert (win[:, :440] != res.nodata).all()
+    inner = win[2:-2, 2:-2] != res.nodata
+    assert inner.mean() > 0.999
+    # what the network read: the left tiles' pixels exactly, the right ones' after two warps
+    from model_core.inference.mosaic import build_mosaic
+
+    (tmp_path / "vrt").mkdir()
+    view = gdal.Open(build_mosaic(sorted(str(t) for t in folder.iterdir()),
+                                  str(tmp_path / "vrt" / "mosaic.vrt")))
+    assert view.RasterCount == 4
+    seen = view.ReadAsArray(-dx, -dy, W, H)
+    big = one.ReadAsArray()
+    # (the last column of the left tiles is shared with the warped right tiles' edge)
+    np.testing.assert_array_equal(seen[:3, :, :449], big[:, :, :449])
+    assert (seen[3, :, :449] == 255).all() and (seen[3, 2:-2, 2:-2] > 0).mean() > 0.999
+    right = np.abs(seen[:3, 2:-2, 452:-2].astype(int) - big[:, 2:-2, 452:-2]).mean()
+    assert right < 12, right
+    # outside the scene, only nodata (the turned tiles' corners)
+    outside = np.ones(out.shape, bool)
+    outside[-int(dy):-int(dy) + H, -int(dx):-int(dx) + W] = False
+    assert (out[outside] == res.nodata).mean() > 0.9
+    segment(_options(scene, tmp_path / "zones_dask.tif", input=str(folder),
+                     dask=cluster[0].scheduler_address))
+    np.testing.assert_array_equal(_labels(tmp_path / "zones_dask.tif"), out)
 
 
 def test_gaps_between_tiles_are_nodata(scene, tmp_path):

@@ -3,8 +3,10 @@ correctness). A DeepGlobe image (0.5 m) is given a projected CRS, resampled to 0
 and 1 m (average), each segmented with the given pixel-size mode, and compared with the 0.5 m
 run on the 0.5 m grid; with ``--truth MASK`` (a DeepGlobe mask), also each run's pixel accuracy
 against the ground truth (unknown pixels left out), so that a disagreement can be read as the
-coarser run's loss or as the 0.5 m run's own error.
+coarser run's loss or as the 0.5 m run's own error; with ``--shift N``, also the 0.5 m raster
+less its first N rows and columns, the share of labels that merely moving the patch grid changes.
 Usage: python tools/resolution_agreement.py IMAGE [--model M] [--modes auto,native] [--truth MASK]
+       [--shift N] [--min-overlap PX]
 """
 import argparse
 import json
@@ -28,8 +30,17 @@ def main() -> None:
     ap.add_argument("--tta", action="store_true", help="segment with test-time augmentation")
     ap.add_argument("--output-grid", default="input", choices=("input", "processing"))
     ap.add_argument("--truth", help="DeepGlobe mask of IMAGE: adds each run's accuracy")
+    ap.add_argument("--shift", type=int, default=0, metavar="N",
+                    help="also segment the 0.5 m raster without its first N rows and columns "
+                         "(same pixels, patch grid moved by N px): how much of the disagreement "
+                         "any small change of the input causes, whatever the pixel size")
+    ap.add_argument("--min-overlap", type=int, help="the engine's minimum patch overlap (px)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory(prefix="fctl-agreement-") as folder:
+        print(json.dumps(measure(args, Path(folder)), indent=1))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32631)
     base = tmp / "0.5.tif"
@@ -44,6 +55,10 @@ def main() -> None:
         paths[px] = tmp / f"{px}.tif"
         gdal.Warp(str(paths[px]), str(base), xRes=px, yRes=px,
                   resampleAlg="average" if px > 0.5 else "cubic")
+    if args.shift:
+        paths["shifted"] = tmp / "shifted.tif"
+        gdal.Translate(str(paths["shifted"]), str(base),
+                       srcWin=(args.shift, args.shift, w - args.shift, h - args.shift))
     labels = {}
     for mode in args.modes.split(","):
         for px, path in paths.items():
@@ -53,23 +68,30 @@ def main() -> None:
             opts.pixel_size = mode
             opts.output_grid = args.output_grid
             opts.tta = args.tta
+            if args.min_overlap is not None:
+                opts.min_overlap = args.min_overlap
             segment(opts)
             on_base = gdal.Warp("", str(out), format="MEM", width=w, height=h,
                                 outputBounds=(500000, 5000000, 500000 + 0.5 * w,
                                               5000000 + 0.5 * h), resampleAlg="near")
             labels[(px, mode)] = on_base.ReadAsArray()
     result = {}
+    n = args.shift
     for (px, mode), lab in labels.items():
         ref = labels[(0.5, mode)]
-        result[f"{px} m, {mode}"] = round(float((lab == ref).mean()), 4)
+        same = (lab == ref)[n:, n:] if px == "shifted" else lab == ref
+        name = f"shifted by {n} px" if px == "shifted" else f"{px} m"
+        result[f"{name}, {mode}"] = round(float(same.mean()), 4)
     if args.truth:
         from model_core.training.data import deepglobe_mask_to_ids
 
         truth = deepglobe_mask_to_ids(gdal.Open(args.truth).ReadAsArray())
         known = truth != 0
         for (px, mode), lab in labels.items():
-            result[f"accuracy {px} m, {mode}"] = round(float((lab == truth)[known].mean()), 4)
-    print(json.dumps(result, indent=1))
+            if px != "shifted":
+                result[f"accuracy {px} m, {mode}"] = round(float((lab == truth)[known].mean()),
+                                                           4)
+    return result
 
 
 if __name__ == "__main__":

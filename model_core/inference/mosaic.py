@@ -2,16 +2,18 @@
 
 Orthophoto programmes deliver regions as tiles. Segmenting each tile alone cuts every patch and
 context at the tile borders and leaves seams; over a VRT mosaic the patch grid and the contexts
-run across the borders as if the region were one file. The tiles must share their CRS, bands and
-data type (checked before anything runs); tiles of different pixel sizes are mosaicked at the
-finest. Gaps between tiles become nodata: through the tiles' own nodata value, or an alpha band
-added to the mosaic when they have none.
+run across the borders as if the region were one file. The tiles must share their bands and data
+type (checked before anything runs); tiles in another CRS than most (a programme crossing a UTM
+zone boundary) are reprojected on the fly to the CRS most tiles have; tiles of different pixel
+sizes are mosaicked at the finest. Gaps between tiles become nodata: through the tiles' own
+nodata value, or an alpha band added to the mosaic when they have none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,13 +62,23 @@ def mosaic_sources(path: str, exclude: Sequence[str] = ()) -> list[str] | None:
     return None
 
 
-def check_tiles(tiles: Sequence[str]) -> bool:
-    """Refuse tiles that cannot form one mosaic (message names the tile and the remedy);
-    True when the mosaic needs an alpha band (gaps, and tiles without a nodata value)."""
+@dataclasses.dataclass
+class TileCheck:
+    """What :func:`check_tiles` found: whether the mosaic needs an alpha band, the CRS it is
+    built in (that of the most tiles) and the tiles in another CRS."""
+
+    alpha: bool
+    crs_wkt: str
+    reproject: list[str]
+
+
+def check_tiles(tiles: Sequence[str]) -> TileCheck:
+    """Refuse tiles that cannot form one mosaic (message names the tile and the remedy)."""
     from osgeo import gdal, osr
 
     first = None
     area, bounds, nodata = 0.0, None, True
+    crs: list[tuple[str, osr.SpatialReference | None]] = []
     for path in tiles:
         ds = gdal.Open(str(path))
         if ds is None:
@@ -79,7 +91,7 @@ def check_tiles(tiles: Sequence[str]) -> bool:
                              "the mosaic is unknown: georeference it (or segment it alone)")
         srs = osr.SpatialReference(wkt=ds.GetProjection()) if ds.GetProjection() else None
         b1 = ds.GetRasterBand(1)
-        info = (ds.RasterCount, b1.DataType, srs)
+        info = (ds.RasterCount, b1.DataType)
         if first is None:
             first = (path, *info)
         else:
@@ -90,36 +102,95 @@ def check_tiles(tiles: Sequence[str]) -> bool:
                 raise ValueError(f"the tile {path} holds {gdal.GetDataTypeName(info[1])} data "
                                  f"but {first[0]} {gdal.GetDataTypeName(first[2])}: convert the "
                                  "tiles to one data type (gdal_translate -ot)")
-            same = (srs is None and first[3] is None) or (
-                srs is not None and first[3] is not None and srs.IsSame(first[3]))
-            if not same:
-                raise ValueError(f"the tile {path} is in another CRS than {first[0]}: reproject "
-                                 "the tiles to one CRS first (gdalwarp -t_srs)")
+            if (srs is None) != (crs[0][1] is None):
+                raise ValueError(f"the tile {path} has {'no' if srs is None else 'a'} CRS but "
+                                 f"{first[0]} has {'one' if srs is None else 'none'}: assign the "
+                                 "tiles' CRS (gdal_edit.py -a_srs)")
+        crs.append((str(path), srs))
         w, h = ds.RasterXSize * gt[1], ds.RasterYSize * -gt[5]
         box = (gt[0], gt[3] - h, gt[0] + w, gt[3])
         bounds = box if bounds is None else (min(bounds[0], box[0]), min(bounds[1], box[1]),
                                              max(bounds[2], box[2]), max(bounds[3], box[3]))
         area += w * h
         nodata = nodata and b1.GetNoDataValue() is not None
+    # The tiles' own CRSs: the mosaic is built in the one most tiles have (the first on a tie).
+    groups: list[tuple[osr.SpatialReference | None, list[str]]] = []
+    for path, srs in crs:
+        for ref, members in groups:
+            if srs is None or ref.IsSame(srs):
+                members.append(path)
+                break
+        else:
+            groups.append((srs, [path]))
+    ref, members = max(groups, key=lambda g: len(g[1]))
+    reproject = [p for p, _ in crs if p not in set(members)]
+    if reproject:
+        return TileCheck(True, ref.ExportToWkt(), reproject)
     full = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
-    return area < full * (1 - 1e-9) and not nodata
+    return TileCheck(area < full * (1 - 1e-9) and not nodata,
+                     ref.ExportToWkt() if ref is not None else "", [])
 
 
 def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
-    """Write the VRT over ``tiles`` to ``vrt_path`` after :func:`check_tiles`; returns it."""
+    """Write the VRT over ``tiles`` to ``vrt_path`` after :func:`check_tiles`; returns it.
+
+    Tiles in another CRS than most are reprojected on the fly (bilinear) onto the pixel grid of
+    the finest tile in the mosaic's CRS; then every tile is read through a warped VRT with an alpha
+    band (their nodata becomes transparent), so that the area a reprojected tile's footprint
+    does not cover never hides its neighbour where they overlap."""
     from osgeo import gdal
 
-    alpha = check_tiles(tiles)
-    opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=alpha)
-    ds = gdal.BuildVRT(str(vrt_path), [str(t) for t in tiles], options=opts)
+    check = check_tiles(tiles)
+    sources = [str(t) for t in tiles]
+    if check.reproject:
+        sources = _aligned_views(sources, check, os.path.dirname(str(vrt_path)))
+    opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=check.alpha and
+                                not check.reproject)
+    ds = gdal.BuildVRT(str(vrt_path), sources, options=opts)
     if ds is None:
         raise ValueError(f"GDAL could not build a mosaic of the {len(tiles)} tiles: "
                          f"{gdal.GetLastErrorMsg()}")
     size = (ds.RasterXSize, ds.RasterYSize)
     ds = None
     log.info("mosaic of %d tiles: %d x %d px%s", len(tiles), *size,
-             ", gaps marked by an alpha band" if alpha else "")
+             ", gaps marked by an alpha band" if check.alpha else "")
     return str(vrt_path)
+
+
+def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]:
+    """A warped VRT with an alpha band per tile, all on one pixel grid in the mosaic's CRS."""
+    from osgeo import gdal
+
+    # the grid of the finest tile in the mosaic's CRS (the first of the finest)
+    grids = [gdal.Open(t).GetGeoTransform() for t in tiles if t not in check.reproject]
+    ox, res_x, _, oy, _, res_y = min(grids, key=lambda g: abs(g[1] * g[5]))
+    out = []
+    for i, tile in enumerate(tiles):
+        # GDAL's own footprint of the tile in the mosaic's CRS, snapped outward to the grid
+        probe = gdal.Warp("", tile, format="VRT", dstSRS=check.crs_wkt)
+        if probe is None:
+            raise ValueError(f"the tile {tile} cannot be reprojected to the mosaic's CRS: "
+                             f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
+        gx, gw, _, gy, _, gh = probe.GetGeoTransform()
+        x0, x1 = gx, gx + gw * probe.RasterXSize
+        y1, y0 = gy, gy + gh * probe.RasterYSize
+        probe = None
+        c0 = math.floor((x0 - ox) / res_x + 1e-6)
+        c1 = math.ceil((x1 - ox) / res_x - 1e-6)
+        r0 = math.floor((y1 - oy) / res_y + 1e-6)
+        r1 = math.ceil((y0 - oy) / res_y - 1e-6)
+        bounds = (ox + c0 * res_x, oy + r1 * res_y, ox + c1 * res_x, oy + r0 * res_y)
+        view = os.path.join(folder, f"tile_{i:05d}.vrt")
+        ds = gdal.Warp(view, tile, format="VRT", dstSRS=check.crs_wkt, outputBounds=bounds,
+                       xRes=res_x, yRes=-res_y, resampleAlg="bilinear", dstAlpha=True)
+        if ds is None:
+            raise ValueError(f"the tile {tile} cannot be reprojected to the mosaic's CRS: "
+                             f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
+        ds = None
+        out.append(view)
+    log.info("%d of %d tiles are in another CRS than the others: reprojected on the fly "
+             "(bilinear) to the CRS most tiles have", len(check.reproject), len(tiles))
+    return out
 
 
 @contextmanager
