@@ -159,7 +159,7 @@ def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
 
 def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]:
     """A warped VRT with an alpha band per tile, all on one pixel grid in the mosaic's CRS."""
-    from osgeo import gdal
+    from osgeo import gdal, osr
 
     # the grid of the finest tile in the mosaic's CRS (the first of the finest)
     grids = [gdal.Open(t).GetGeoTransform() for t in tiles if t not in check.reproject]
@@ -188,8 +188,10 @@ def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]
                              f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
         ds = None
         out.append(view)
+    name = osr.SpatialReference(wkt=check.crs_wkt).GetName()
     log.info("%d of %d tiles are in another CRS than the others: reprojected on the fly "
-             "(bilinear) to the CRS most tiles have", len(check.reproject), len(tiles))
+             "(bilinear) to %s (the CRS of the most tiles, the first on a tie)",
+             len(check.reproject), len(tiles), name)
     return out
 
 
