@@ -6,7 +6,10 @@ run across the borders as if the region were one file. The tiles must share thei
 type (checked before anything runs); tiles in another CRS than most (a programme crossing a UTM
 zone boundary) are reprojected on the fly to the CRS most tiles have; tiles of different pixel
 sizes are mosaicked at the finest. Gaps between tiles become nodata: through the tiles' own
-nodata value, or an alpha band added to the mosaic when they have none.
+nodata value, or an alpha band added to the mosaic when they have none. gdalbuildvrt drops a
+tile with only a warning when it differs from the first in ways this module can mend (its bands
+named otherwise, another colour table): such tiles are read through VRTs that make them alike,
+and a tile GDAL would still drop is an error naming it.
 """
 
 from __future__ import annotations
@@ -141,20 +144,90 @@ def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
     from osgeo import gdal
 
     check = check_tiles(tiles)
-    sources = [str(t) for t in tiles]
+    folder = os.path.dirname(str(vrt_path))
+    sources = _expanded_palettes([str(t) for t in tiles], folder, bool(check.reproject))
     if check.reproject:
-        sources = _aligned_views(sources, check, os.path.dirname(str(vrt_path)))
+        sources = _aligned_views(sources, check, folder)
+    sources = _same_colours(sources, folder)
     opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=check.alpha and
                                 not check.reproject)
-    ds = gdal.BuildVRT(str(vrt_path), sources, options=opts)
+    messages: list[str] = []
+    gdal.PushErrorHandler(lambda cls, no, msg: messages.append(msg))
+    try:
+        ds = gdal.BuildVRT(str(vrt_path), sources, options=opts)
+    finally:
+        gdal.PopErrorHandler()
     if ds is None:
         raise ValueError(f"GDAL could not build a mosaic of the {len(tiles)} tiles: "
-                         f"{gdal.GetLastErrorMsg()}")
+                         f"{messages[-1] if messages else gdal.GetLastErrorMsg()}")
+    skipped = [m for m in messages if "Skipping" in m]
+    if skipped:   # gdalbuildvrt only warns when it leaves a tile out
+        ds = None
+        why, _, name = skipped[0].rpartition("Skipping")
+        name = name.strip()
+        tile = next((t for t, v in zip(tiles, sources) if v == name), name)
+        raise ValueError(f"GDAL left {len(skipped)} tile(s) out of the mosaic, first {tile}: "
+                         f"{why.strip().rstrip('.')}; make the tiles alike (gdal_translate; "
+                         "-expand rgb turns paletted tiles into RGB) or segment them apart")
     size = (ds.RasterXSize, ds.RasterYSize)
     ds = None
     log.info("mosaic of %d tiles: %d x %d px%s", len(tiles), *size,
              ", gaps marked by an alpha band" if check.alpha else "")
     return str(vrt_path)
+
+
+def _expanded_palettes(tiles: list[str], folder: str, reproject: bool) -> list[str]:
+    """Paletted tiles read as their colours (RGBA VRTs) where one colour table cannot serve the
+    whole mosaic (gdalbuildvrt keeps the first tile's and warns), or before they are warped
+    (bilinear must blend colours, not indices); otherwise the tiles themselves (the mosaic's
+    one table is expanded later, as for any paletted raster)."""
+    from osgeo import gdal
+
+    from .palette import colour_table, expand_palette, is_paletted
+
+    tables = []
+    for t in tiles:
+        ds = gdal.Open(t)
+        if not is_paletted(ds):
+            return tiles
+        tables.append(colour_table(ds))
+    if not reproject and all(t == tables[0] for t in tables):
+        return tiles
+    log.info("the %d tiles are paletted%s: each is read as its colours", len(tiles),
+             " and reprojected" if reproject else " with different colour tables")
+    return [expand_palette(t, os.path.join(folder, f"colours_{i:05d}_rgba.vrt"), alpha=True)
+            for i, t in enumerate(tiles)]
+
+
+def _colours(path: str) -> tuple[int, ...]:
+    from osgeo import gdal
+
+    ds = gdal.Open(path)
+    return tuple(ds.GetRasterBand(b + 1).GetColorInterpretation() for b in range(ds.RasterCount))
+
+
+def _same_colours(sources: list[str], folder: str) -> list[str]:
+    """The sources, those whose bands' colour interpretation differs from the first's (RGB
+    named in one tile and not in another) read through a VRT that names them as the first:
+    gdalbuildvrt would leave them out of the mosaic with a mere warning."""
+    from osgeo import gdal
+
+    first = _colours(sources[0])
+    out = sources[:1]
+    for i, src in enumerate(sources[1:], 1):
+        if _colours(src) == first:
+            out.append(src)
+            continue
+        view = os.path.join(folder, f"colours_{i:05d}.vrt")
+        ds = gdal.Translate(view, src, format="VRT")
+        for b, ci in enumerate(first):
+            ds.GetRasterBand(b + 1).SetColorInterpretation(ci)
+        ds = None
+        out.append(view)
+    if len(out) > 1 and any(o != s for o, s in zip(out, sources)):
+        log.info("tiles with other band colour names than %s are read with its names",
+                 sources[0])
+    return out
 
 
 def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]:

@@ -27,8 +27,16 @@ def is_paletted(ds) -> bool:  # noqa: ANN001 (a gdal.Dataset)
             and table.GetPaletteInterpretation() == gdal.GPI_RGB)
 
 
-def expand_palette(path: str, vrt_path: str) -> str:
-    """Write ``path``'s colours as an RGB(A) VRT at ``vrt_path``; returns it."""
+def colour_table(ds) -> list[tuple[int, ...]]:  # noqa: ANN001 (a gdal.Dataset)
+    """The entries of band 1's colour table."""
+    table = ds.GetRasterBand(1).GetColorTable()
+    return [tuple(table.GetColorEntry(i)) for i in range(table.GetCount())]
+
+
+def expand_palette(path: str, vrt_path: str, alpha: bool | None = None) -> str:
+    """Write ``path``'s colours as an RGB(A) VRT at ``vrt_path``; returns it. ``alpha``: always
+    (True) or never (False) an alpha band; None: where the table or nodata makes pixels
+    transparent."""
     from osgeo import gdal
 
     from .reader import gdal_open
@@ -37,7 +45,7 @@ def expand_palette(path: str, vrt_path: str) -> str:
     band = ds.GetRasterBand(1)
     table = band.GetColorTable()
     # GDAL's RGBA expansion gives the nodata index alpha 0, and the table's own alphas
-    transparent = band.GetNoDataValue() is not None or any(
+    transparent = alpha if alpha is not None else band.GetNoDataValue() is not None or any(
         table.GetColorEntry(i)[3] < 255 for i in range(table.GetCount()))
     expand = "rgba" if transparent else "rgb"
     out = gdal.Translate(str(vrt_path), ds, options=gdal.TranslateOptions(
