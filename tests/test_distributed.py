@@ -272,6 +272,13 @@ def test_bad_tiles_are_refused_before_any_work_is_sent(scene, tmp_path):
                              dask="tcp://127.0.0.1:9"))
         assert not (tmp_path / f"{name}.tif").exists()
         assert not work_folder(str(tmp_path / f"{name}.tif")).exists()
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    _write(nowhere / "a.tif", arr, gt, src.GetProjection())
+    ds = gdal.GetDriverByName("GTiff").Create(str(nowhere / "b.tif"), 50, 50, 3, gdal.GDT_Byte)
+    ds = None
+    with pytest.raises(ValueError, match="b.tif has no geotransform or GCPs"):
+        segment(_options(scene, tmp_path / "nowhere.tif", input=str(nowhere)))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="holds no raster tiles"):
@@ -347,6 +354,54 @@ def test_tiles_in_two_crs_are_mosaicked_in_the_crs_most_have(scene, cluster, tmp
     segment(_options(scene, tmp_path / "zones_dask.tif", input=str(folder),
                      dask=cluster[0].scheduler_address))
     np.testing.assert_array_equal(_labels(tmp_path / "zones_dask.tif"), out)
+
+
+def test_tiles_placed_by_gcps_join_the_mosaic(scene, tmp_path):
+    """Scanned sheets georeferenced in QGIS's Georeferencer without a new file carry GCPs, not a
+    geotransform. GCP tiles are warped onto the grid of the north-up tiles (or, when every tile
+    has GCPs, onto GDAL's suggested grid with square pixels); here the GCPs describe each tile's
+    true grid, so the mosaic is the scene itself and the labels are the single raster's."""
+    import shutil
+
+    src = gdal.Open(str(scene["raster"]))
+    big, ogt = src.ReadAsArray(), src.GetGeoTransform()
+
+    def gcp_copy(tile: Path, out: Path) -> None:
+        ds = gdal.Open(str(tile))
+        gt, w, h = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
+        gcps = [gdal.GCP(gt[0] + px * gt[1], gt[3] + ln * gt[5], 0, px, ln)
+                for px, ln in ((0, 0), (w, 0), (0, h), (w, h), (w / 2, h / 3))]
+        copy = gdal.Translate(str(out), ds, options="-a_ullr 0 0 0 0")
+        copy = None
+        copy = gdal.Open(str(out), gdal.GA_Update)
+        copy.SetGCPs(gcps, ds.GetProjection())
+        copy = None
+        assert gdal.Open(str(out)).GetGeoTransform(can_return_null=True) is None
+
+    for name, which in (("some", ("01", "11")), ("all", ("00", "01", "10", "11"))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for t in sorted(scene["tiles"].iterdir()):
+            if t.stem[-2:] in which:
+                gcp_copy(t, folder / t.name)
+            else:
+                shutil.copy(t, folder / t.name)
+        res = segment(_options(scene, tmp_path / f"{name}.tif", input=str(folder)))
+        ds = gdal.Open(str(tmp_path / f"{name}.tif"))
+        gt = ds.GetGeoTransform()
+        assert (ds.RasterXSize, ds.RasterYSize) == (W, H), name
+        assert gt == pytest.approx(ogt, abs=1e-6), name
+        assert "32631" in ds.GetProjection().split("AUTHORITY")[-1]
+        out = _labels(tmp_path / f"{name}.tif")
+        assert (out != res.nodata).mean() > 0.999
+        assert (out == scene["labels"]).mean() > 0.99, name
+    (tmp_path / "vrt").mkdir()
+    from model_core.inference.mosaic import build_mosaic
+
+    seen = gdal.Open(build_mosaic(sorted(str(t) for t in (tmp_path / "some").iterdir()),
+                                  str(tmp_path / "vrt" / "m.vrt"))).ReadAsArray()
+    assert seen.shape == (4, H, W)
+    assert (np.abs(seen[:3].astype(int) - big) <= 1).mean() > 0.999
 
 
 def test_tiles_named_differently_or_with_other_palettes_stay_in_the_mosaic(scene, tmp_path):

@@ -4,12 +4,13 @@ Orthophoto programmes deliver regions as tiles. Segmenting each tile alone cuts 
 context at the tile borders and leaves seams; over a VRT mosaic the patch grid and the contexts
 run across the borders as if the region were one file. The tiles must share their bands and data
 type (checked before anything runs); tiles in another CRS than most (a programme crossing a UTM
-zone boundary) are reprojected on the fly to the CRS most tiles have; tiles of different pixel
-sizes are mosaicked at the finest. Gaps between tiles become nodata: through the tiles' own
-nodata value, or an alpha band added to the mosaic when they have none. gdalbuildvrt drops a
-tile with only a warning when it differs from the first in ways this module can mend (its bands
-named otherwise, another colour table): such tiles are read through VRTs that make them alike,
-and a tile GDAL would still drop is an error naming it.
+zone boundary) are reprojected on the fly to the CRS most tiles have, and tiles placed by GCPs
+or a turned geotransform are warped north-up with them; tiles of different pixel sizes are
+mosaicked at the finest. Gaps between tiles become nodata: through the tiles' own nodata value,
+or an alpha band added to the mosaic when they have none. gdalbuildvrt drops a tile with only a
+warning when it differs from the first in ways this module can mend (its bands named otherwise,
+another colour table): such tiles are read through VRTs that make them alike, and a tile GDAL
+would still drop is an error naming it.
 """
 
 from __future__ import annotations
@@ -68,20 +69,24 @@ def mosaic_sources(path: str, exclude: Sequence[str] = ()) -> list[str] | None:
 @dataclasses.dataclass
 class TileCheck:
     """What :func:`check_tiles` found: whether the mosaic needs an alpha band, the CRS it is
-    built in (that of the most tiles) and the tiles in another CRS."""
+    built in (that of the most tiles) and the tiles to warp onto its grid (in another CRS, or
+    not north-up: a turned geotransform, or GCPs only)."""
 
     alpha: bool
     crs_wkt: str
-    reproject: list[str]
+    warp: list[str]
 
 
 def check_tiles(tiles: Sequence[str]) -> TileCheck:
     """Refuse tiles that cannot form one mosaic (message names the tile and the remedy)."""
     from osgeo import gdal, osr
 
+    from .warped import placement
+
     first = None
     area, bounds, nodata = 0.0, None, True
     crs: list[tuple[str, osr.SpatialReference | None]] = []
+    turned: list[str] = []
     for path in tiles:
         ds = gdal.Open(str(path))
         if ds is None:
@@ -89,10 +94,17 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
                              f"{gdal.GetLastErrorMsg() or 'not a raster'}; remove it from the "
                              "folder or list")
         gt = ds.GetGeoTransform(can_return_null=True)
-        if gt is None or gt[2] or gt[4]:
-            raise ValueError(f"the tile {path} has no north-up georeferencing, so its place in "
-                             "the mosaic is unknown: georeference it (or segment it alone)")
-        srs = osr.SpatialReference(wkt=ds.GetProjection()) if ds.GetProjection() else None
+        gcps = placement(ds) == "gcps"
+        if gt is None and not gcps:
+            raise ValueError(f"the tile {path} has no geotransform or GCPs, so its place in the "
+                             "mosaic is unknown: georeference it (or segment it alone)")
+        wkt = ds.GetGCPProjection() if gcps else ds.GetProjection()
+        srs = osr.SpatialReference(wkt=wkt) if wkt else None
+        if gcps or gt[2] or gt[4]:
+            if srs is None:
+                raise ValueError(f"the tile {path} is turned (not north-up) and has no CRS: "
+                                 "assign its CRS (gdal_edit.py -a_srs) or segment it alone")
+            turned.append(str(path))
         b1 = ds.GetRasterBand(1)
         info = (ds.RasterCount, b1.DataType)
         if first is None:
@@ -110,6 +122,8 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
                                  f"{first[0]} has {'one' if srs is None else 'none'}: assign the "
                                  "tiles' CRS (gdal_edit.py -a_srs)")
         crs.append((str(path), srs))
+        if turned:   # warped views (alpha included) whatever the gaps
+            continue
         w, h = ds.RasterXSize * gt[1], ds.RasterYSize * -gt[5]
         box = (gt[0], gt[3] - h, gt[0] + w, gt[3])
         bounds = box if bounds is None else (min(bounds[0], box[0]), min(bounds[1], box[1]),
@@ -126,9 +140,9 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
         else:
             groups.append((srs, [path]))
     ref, members = max(groups, key=lambda g: len(g[1]))
-    reproject = [p for p, _ in crs if p not in set(members)]
-    if reproject:
-        return TileCheck(True, ref.ExportToWkt(), reproject)
+    warp = [p for p, _ in crs if p not in set(members) or p in turned]
+    if warp:
+        return TileCheck(True, ref.ExportToWkt(), warp)
     full = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
     return TileCheck(area < full * (1 - 1e-9) and not nodata,
                      ref.ExportToWkt() if ref is not None else "", [])
@@ -137,20 +151,23 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
 def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
     """Write the VRT over ``tiles`` to ``vrt_path`` after :func:`check_tiles`; returns it.
 
-    Tiles in another CRS than most are reprojected on the fly (bilinear) onto the pixel grid of
-    the finest tile in the mosaic's CRS; then every tile is read through a warped VRT with an alpha
+    Tiles in another CRS than most, or not north-up (a turned geotransform, GCPs only), are
+    warped on the fly (bilinear) onto the pixel grid of the finest north-up tile in the
+    mosaic's CRS; then every tile is read through a warped VRT with an alpha
     band (their nodata becomes transparent), so that the area a reprojected tile's footprint
     does not cover never hides its neighbour where they overlap."""
     from osgeo import gdal
 
     check = check_tiles(tiles)
     folder = os.path.dirname(str(vrt_path))
-    sources = _expanded_palettes([str(t) for t in tiles], folder, bool(check.reproject))
-    if check.reproject:
-        sources = _aligned_views(sources, check, folder)
+    sources = _expanded_palettes([str(t) for t in tiles], folder, bool(check.warp))
+    if check.warp:
+        todo = set(check.warp)
+        sources = _aligned_views(sources, [str(t) in todo for t in tiles], check, folder,
+                                 [str(t) for t in tiles])
     sources = _same_colours(sources, folder)
     opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=check.alpha and
-                                not check.reproject)
+                                not check.warp)
     messages: list[str] = []
     gdal.PushErrorHandler(lambda cls, no, msg: messages.append(msg))
     try:
@@ -176,7 +193,7 @@ def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
     return str(vrt_path)
 
 
-def _expanded_palettes(tiles: list[str], folder: str, reproject: bool) -> list[str]:
+def _expanded_palettes(tiles: list[str], folder: str, warp: bool) -> list[str]:
     """Paletted tiles read as their colours (RGBA VRTs) where one colour table cannot serve the
     whole mosaic (gdalbuildvrt keeps the first tile's and warns), or before they are warped
     (bilinear must blend colours, not indices); otherwise the tiles themselves (the mosaic's
@@ -191,10 +208,10 @@ def _expanded_palettes(tiles: list[str], folder: str, reproject: bool) -> list[s
         if not is_paletted(ds):
             return tiles
         tables.append(colour_table(ds))
-    if not reproject and all(t == tables[0] for t in tables):
+    if not warp and all(t == tables[0] for t in tables):
         return tiles
     log.info("the %d tiles are paletted%s: each is read as its colours", len(tiles),
-             " and reprojected" if reproject else " with different colour tables")
+             " and warped" if warp else " with different colour tables")
     return [expand_palette(t, os.path.join(folder, f"colours_{i:05d}_rgba.vrt"), alpha=True)
             for i, t in enumerate(tiles)]
 
@@ -230,20 +247,30 @@ def _same_colours(sources: list[str], folder: str) -> list[str]:
     return out
 
 
-def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]:
-    """A warped VRT with an alpha band per tile, all on one pixel grid in the mosaic's CRS."""
+def _aligned_views(sources: list[str], warp: list[bool], check: TileCheck, folder: str,
+                   names: Sequence[str]) -> list[str]:
+    """A warped VRT with an alpha band per source, all on one pixel grid in the mosaic's CRS:
+    that of the finest north-up tile in it (``warp[i]`` False), else GDAL's suggestion for the
+    first tile with square pixels. ``names``: the user's tiles, for messages."""
     from osgeo import gdal, osr
 
-    # the grid of the finest tile in the mosaic's CRS (the first of the finest)
-    grids = [gdal.Open(t).GetGeoTransform() for t in tiles if t not in check.reproject]
-    ox, res_x, _, oy, _, res_y = min(grids, key=lambda g: abs(g[1] * g[5]))
-    out = []
-    for i, tile in enumerate(tiles):
-        # GDAL's own footprint of the tile in the mosaic's CRS, snapped outward to the grid
-        probe = gdal.Warp("", tile, format="VRT", dstSRS=check.crs_wkt)
+    def footprint(i: int):  # noqa: ANN202 (a gdal.Dataset)
+        probe = gdal.Warp("", sources[i], format="VRT", dstSRS=check.crs_wkt)
         if probe is None:
-            raise ValueError(f"the tile {tile} cannot be reprojected to the mosaic's CRS: "
+            raise ValueError(f"the tile {names[i]} cannot be warped onto the mosaic's grid: "
                              f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
+        return probe
+
+    grids = [gdal.Open(t).GetGeoTransform() for t, w in zip(sources, warp) if not w]
+    if grids:
+        ox, res_x, _, oy, _, res_y = min(grids, key=lambda g: abs(g[1] * g[5]))
+    else:
+        ox, gw, _, oy, _, gh = footprint(0).GetGeoTransform()
+        res_x, res_y = min(abs(gw), abs(gh)), -min(abs(gw), abs(gh))
+    out = []
+    for i, source in enumerate(sources):
+        # GDAL's own footprint of the tile in the mosaic's CRS, snapped outward to the grid
+        probe = footprint(i)
         gx, gw, _, gy, _, gh = probe.GetGeoTransform()
         x0, x1 = gx, gx + gw * probe.RasterXSize
         y1, y0 = gy, gy + gh * probe.RasterYSize
@@ -254,17 +281,17 @@ def _aligned_views(tiles: list[str], check: TileCheck, folder: str) -> list[str]
         r1 = math.ceil((y0 - oy) / res_y - 1e-6)
         bounds = (ox + c0 * res_x, oy + r1 * res_y, ox + c1 * res_x, oy + r0 * res_y)
         view = os.path.join(folder, f"tile_{i:05d}.vrt")
-        ds = gdal.Warp(view, tile, format="VRT", dstSRS=check.crs_wkt, outputBounds=bounds,
+        ds = gdal.Warp(view, source, format="VRT", dstSRS=check.crs_wkt, outputBounds=bounds,
                        xRes=res_x, yRes=-res_y, resampleAlg="bilinear", dstAlpha=True)
         if ds is None:
-            raise ValueError(f"the tile {tile} cannot be reprojected to the mosaic's CRS: "
+            raise ValueError(f"the tile {names[i]} cannot be warped onto the mosaic's grid: "
                              f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
         ds = None
         out.append(view)
     name = osr.SpatialReference(wkt=check.crs_wkt).GetName()
-    log.info("%d of %d tiles are in another CRS than the others: reprojected on the fly "
-             "(bilinear) to %s (the CRS of the most tiles, the first on a tie)",
-             len(check.reproject), len(tiles), name)
+    log.info("%d of %d tiles are in another CRS than the others or not north-up (a turned "
+             "geotransform, GCPs): warped on the fly (bilinear) to %s (the CRS of the most "
+             "tiles, the first on a tie)", sum(warp), len(sources), name)
     return out
 
 
