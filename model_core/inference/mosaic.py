@@ -140,7 +140,8 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
         else:
             groups.append((srs, [path]))
     ref, members = max(groups, key=lambda g: len(g[1]))
-    warp = [p for p, _ in crs if p not in set(members) or p in turned]
+    main, bent = set(members), set(turned)
+    warp = [p for p, _ in crs if p not in main or p in bent]
     if warp:
         return TileCheck(True, ref.ExportToWkt(), warp)
     full = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
@@ -153,9 +154,9 @@ def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
 
     Tiles in another CRS than most, or not north-up (a turned geotransform, GCPs only), are
     warped on the fly (bilinear) onto the pixel grid of the finest north-up tile in the
-    mosaic's CRS; then every tile is read through a warped VRT with an alpha
-    band (their nodata becomes transparent), so that the area a reprojected tile's footprint
-    does not cover never hides its neighbour where they overlap."""
+    mosaic's CRS; then every tile is read through a warped VRT with an alpha band (their nodata
+    becomes transparent), so that the area a warped tile's footprint does not cover never hides
+    its neighbour where they overlap."""
     from osgeo import gdal
 
     check = check_tiles(tiles)
