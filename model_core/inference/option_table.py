@@ -134,7 +134,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("input", "raster", "Input raster",
               "Raster to segment: anything GDAL opens (GeoTIFF, COG, JPEG, PNG, VRT, ...); on "
               "the command line also a folder of tiles or a list file (.txt) of their paths, "
-              "read as one mosaic; in QGIS any raster layer, web layers (XYZ/WMS) read "
+              "read as one mosaic (tiles in another CRS than most, or placed by GCPs, warped "
+              "onto it on the fly); in QGIS any raster layer, web layers (XYZ/WMS) read "
               "through their data provider.",
               cli="input", processing="INPUT", dock=True),
     RunOption("model", "model", "Model checkpoint (empty = bundled default)",
