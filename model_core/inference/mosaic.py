@@ -69,12 +69,13 @@ def mosaic_sources(path: str, exclude: Sequence[str] = ()) -> list[str] | None:
 @dataclasses.dataclass
 class TileCheck:
     """What :func:`check_tiles` found: whether the mosaic needs an alpha band, the CRS it is
-    built in (that of the most tiles) and the tiles to warp onto its grid (in another CRS, or
-    not north-up: a turned geotransform, or GCPs only)."""
+    built in (that of the most tiles), per tile whether it is warped onto its grid (in another
+    CRS, or not north-up: a turned geotransform, or GCPs only), and its bands' colour names."""
 
     alpha: bool
     crs_wkt: str
-    warp: list[str]
+    warp: list[bool]
+    colours: list[tuple[int, ...]]
 
 
 def check_tiles(tiles: Sequence[str]) -> TileCheck:
@@ -85,8 +86,9 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
 
     first = None
     area, bounds, nodata = 0.0, None, True
-    crs: list[tuple[str, osr.SpatialReference | None]] = []
-    turned: list[str] = []
+    crs: list[osr.SpatialReference | None] = []
+    turned: list[bool] = []
+    colours: list[tuple[int, ...]] = []
     for path in tiles:
         ds = gdal.Open(str(path))
         if ds is None:
@@ -100,11 +102,12 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
                              "mosaic is unknown: georeference it (or segment it alone)")
         wkt = ds.GetGCPProjection() if gcps else ds.GetProjection()
         srs = osr.SpatialReference(wkt=wkt) if wkt else None
-        if gcps or gt[2] or gt[4]:
-            if srs is None:
-                raise ValueError(f"the tile {path} is turned (not north-up) and has no CRS: "
-                                 "assign its CRS (gdal_edit.py -a_srs) or segment it alone")
-            turned.append(str(path))
+        turned.append(gcps or bool(gt[2] or gt[4]))
+        if turned[-1] and srs is None:
+            raise ValueError(f"the tile {path} is turned (not north-up) and has no CRS: "
+                             "assign its CRS (gdal_edit.py -a_srs) or segment it alone")
+        colours.append(tuple(ds.GetRasterBand(b + 1).GetColorInterpretation()
+                             for b in range(ds.RasterCount)))
         b1 = ds.GetRasterBand(1)
         info = (ds.RasterCount, b1.DataType)
         if first is None:
@@ -117,12 +120,12 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
                 raise ValueError(f"the tile {path} holds {gdal.GetDataTypeName(info[1])} data "
                                  f"but {first[0]} {gdal.GetDataTypeName(first[2])}: convert the "
                                  "tiles to one data type (gdal_translate -ot)")
-            if (srs is None) != (crs[0][1] is None):
+            if (srs is None) != (crs[0] is None):
                 raise ValueError(f"the tile {path} has {'no' if srs is None else 'a'} CRS but "
                                  f"{first[0]} has {'one' if srs is None else 'none'}: assign the "
                                  "tiles' CRS (gdal_edit.py -a_srs)")
-        crs.append((str(path), srs))
-        if turned:   # warped views (alpha included) whatever the gaps
+        crs.append(srs)
+        if any(turned):   # the mosaic is of warped views (alpha included) whatever the gaps
             continue
         w, h = ds.RasterXSize * gt[1], ds.RasterYSize * -gt[5]
         box = (gt[0], gt[3] - h, gt[0] + w, gt[3])
@@ -131,22 +134,22 @@ def check_tiles(tiles: Sequence[str]) -> TileCheck:
         area += w * h
         nodata = nodata and b1.GetNoDataValue() is not None
     # The tiles' own CRSs: the mosaic is built in the one most tiles have (the first on a tie).
-    groups: list[tuple[osr.SpatialReference | None, list[str]]] = []
-    for path, srs in crs:
+    groups: list[tuple[osr.SpatialReference | None, list[int]]] = []
+    for i, srs in enumerate(crs):
         for ref, members in groups:
             if srs is None or ref.IsSame(srs):
-                members.append(path)
+                members.append(i)
                 break
         else:
-            groups.append((srs, [path]))
+            groups.append((srs, [i]))
     ref, members = max(groups, key=lambda g: len(g[1]))
-    main, bent = set(members), set(turned)
-    warp = [p for p, _ in crs if p not in main or p in bent]
-    if warp:
-        return TileCheck(True, ref.ExportToWkt(), warp)
+    main = set(members)
+    warp = [i not in main or t for i, t in enumerate(turned)]
+    wkt = ref.ExportToWkt() if ref is not None else ""
+    if any(warp):
+        return TileCheck(True, wkt, warp, colours)
     full = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
-    return TileCheck(area < full * (1 - 1e-9) and not nodata,
-                     ref.ExportToWkt() if ref is not None else "", [])
+    return TileCheck(area < full * (1 - 1e-9) and not nodata, wkt, warp, colours)
 
 
 def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
@@ -161,14 +164,13 @@ def build_mosaic(tiles: Sequence[str], vrt_path: str) -> str:
 
     check = check_tiles(tiles)
     folder = os.path.dirname(str(vrt_path))
-    sources = _expanded_palettes([str(t) for t in tiles], folder, bool(check.warp))
-    if check.warp:
-        todo = set(check.warp)
-        sources = _aligned_views(sources, [str(t) in todo for t in tiles], check, folder,
-                                 [str(t) for t in tiles])
-    sources = _same_colours(sources, folder)
-    opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=check.alpha and
-                                not check.warp)
+    names = [str(t) for t in tiles]
+    warp = any(check.warp)
+    sources = _expanded_palettes(names, folder, warp)
+    if warp:
+        sources = _aligned_views(sources, check, folder, names)
+    sources = _same_colours(sources, [c != check.colours[0] for c in check.colours], folder)
+    opts = gdal.BuildVRTOptions(resolution="highest", addAlpha=check.alpha and not warp)
     messages: list[str] = []
     gdal.PushErrorHandler(lambda cls, no, msg: messages.append(msg))
     try:
@@ -217,42 +219,36 @@ def _expanded_palettes(tiles: list[str], folder: str, warp: bool) -> list[str]:
             for i, t in enumerate(tiles)]
 
 
-def _colours(path: str) -> tuple[int, ...]:
+def _same_colours(sources: list[str], differ: list[bool], folder: str) -> list[str]:
+    """The sources, those of tiles whose bands' colour names differ from the first tile's (RGB
+    named in one tile and not in another: ``differ``) read through a VRT that names them as the
+    first source: gdalbuildvrt would leave them out of the mosaic with a mere warning. A warped
+    view or an expanded palette names its bands as its tile does (plus an alpha band)."""
+    if not any(differ):
+        return sources
     from osgeo import gdal
 
-    ds = gdal.Open(path)
-    return tuple(ds.GetRasterBand(b + 1).GetColorInterpretation() for b in range(ds.RasterCount))
-
-
-def _same_colours(sources: list[str], folder: str) -> list[str]:
-    """The sources, those whose bands' colour interpretation differs from the first's (RGB
-    named in one tile and not in another) read through a VRT that names them as the first:
-    gdalbuildvrt would leave them out of the mosaic with a mere warning."""
-    from osgeo import gdal
-
-    first = _colours(sources[0])
-    out = sources[:1]
-    for i, src in enumerate(sources[1:], 1):
-        if _colours(src) == first:
-            out.append(src)
-            continue
+    first = gdal.Open(sources[0])
+    names = [first.GetRasterBand(b + 1).GetColorInterpretation() for b in range(first.RasterCount)]
+    first = None
+    out = list(sources)
+    for i in (i for i, d in enumerate(differ) if d):
         view = os.path.join(folder, f"colours_{i:05d}.vrt")
-        ds = gdal.Translate(view, src, format="VRT")
-        for b, ci in enumerate(first):
-            ds.GetRasterBand(b + 1).SetColorInterpretation(ci)
+        ds = gdal.Translate(view, sources[i], format="VRT")
+        for b, name in enumerate(names[:ds.RasterCount]):
+            ds.GetRasterBand(b + 1).SetColorInterpretation(name)
         ds = None
-        out.append(view)
-    if len(out) > 1 and any(o != s for o, s in zip(out, sources)):
-        log.info("tiles with other band colour names than %s are read with its names",
-                 sources[0])
+        out[i] = view
+    log.info("%d tile(s) with other band colour names than %s are read with its names",
+             sum(differ), sources[0])
     return out
 
 
-def _aligned_views(sources: list[str], warp: list[bool], check: TileCheck, folder: str,
-                   names: Sequence[str]) -> list[str]:
+def _aligned_views(sources: list[str], check: TileCheck, folder: str, names: Sequence[str]
+                   ) -> list[str]:
     """A warped VRT with an alpha band per source, all on one pixel grid in the mosaic's CRS:
-    that of the finest north-up tile in it (``warp[i]`` False), else GDAL's suggestion for the
-    first tile with square pixels. ``names``: the user's tiles, for messages."""
+    that of the finest north-up tile in it (``check.warp[i]`` False), else GDAL's suggestion
+    for the first tile with square pixels. ``names``: the user's tiles, for messages."""
     from osgeo import gdal, osr
 
     def footprint(i: int):  # noqa: ANN202 (a gdal.Dataset)
@@ -262,7 +258,7 @@ def _aligned_views(sources: list[str], warp: list[bool], check: TileCheck, folde
                              f"{gdal.GetLastErrorMsg()}; reproject it first (gdalwarp -t_srs)")
         return probe
 
-    grids = [gdal.Open(t).GetGeoTransform() for t, w in zip(sources, warp) if not w]
+    grids = [gdal.Open(t).GetGeoTransform() for t, w in zip(sources, check.warp) if not w]
     if grids:
         ox, res_x, _, oy, _, res_y = min(grids, key=lambda g: abs(g[1] * g[5]))
     else:
@@ -292,7 +288,7 @@ def _aligned_views(sources: list[str], warp: list[bool], check: TileCheck, folde
     name = osr.SpatialReference(wkt=check.crs_wkt).GetName()
     log.info("%d of %d tiles are in another CRS than the others or not north-up (a turned "
              "geotransform, GCPs): warped on the fly (bilinear) to %s (the CRS of the most "
-             "tiles, the first on a tie)", sum(warp), len(sources), name)
+             "tiles, the first on a tie)", sum(check.warp), len(sources), name)
     return out
 
 
