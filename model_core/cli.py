@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .inference.heap import keep_freed_memory
+
+    keep_freed_memory()   # this is our own process: every command runs the network
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -4,9 +4,11 @@ and 1 m (average), each segmented with the given pixel-size mode, and compared w
 run on the 0.5 m grid; with ``--truth MASK`` (a DeepGlobe mask), also each run's pixel accuracy
 against the ground truth (unknown pixels left out), so that a disagreement can be read as the
 coarser run's loss or as the 0.5 m run's own error; with ``--shift N``, also the 0.5 m raster
-less its first N rows and columns, the share of labels that merely moving the patch grid changes.
+less its first N rows and columns, the share of labels that merely moving the patch grid changes;
+with ``--translate N``, two windows of the 0.5 m raster of the same size N px apart (the same
+patch grid, the ground under it moved by N px): the share of labels a pure translation changes.
 Usage: python tools/resolution_agreement.py IMAGE [--model M] [--modes auto,native] [--truth MASK]
-       [--shift N] [--min-overlap PX]
+       [--shift N] [--translate N] [--min-overlap PX]
 """
 import argparse
 import json
@@ -34,6 +36,10 @@ def main() -> None:
                     help="also segment the 0.5 m raster without its first N rows and columns "
                          "(same pixels, patch grid moved by N px): how much of the disagreement "
                          "any small change of the input causes, whatever the pixel size")
+    ap.add_argument("--translate", type=int, default=0, metavar="N",
+                    help="also segment two same-size windows of the 0.5 m raster N px apart "
+                         "and compare them on their common ground: the labels a translation "
+                         "of the input by N px changes")
     ap.add_argument("--min-overlap", type=int, help="the engine's minimum patch overlap (px)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fctl-agreement-") as folder:
@@ -82,6 +88,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         same = (lab == ref)[n:, n:] if px == "shifted" else lab == ref
         name = f"shifted by {n} px" if px == "shifted" else f"{px} m"
         result[f"{name}, {mode}"] = round(float(same.mean()), 4)
+    if args.translate:
+        result[f"translated by {args.translate} px"] = translation_agreement(
+            base, w, h, args, tmp)
     if args.truth:
         from model_core.training.data import deepglobe_mask_to_ids
 
@@ -92,6 +101,24 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 result[f"accuracy {px} m, {mode}"] = round(float((lab == truth)[known].mean()),
                                                            4)
     return result
+
+
+def translation_agreement(base: Path, w: int, h: int, args: argparse.Namespace,
+                          tmp: Path) -> float:
+    """Share of the common ground labelled alike in two (w - n) x (h - n) windows of ``base``
+    at offsets 0 and n: the patch grid is the same, the ground under it moves by n px."""
+    n = args.translate
+    labels = []
+    for off in (0, n):
+        path, out = tmp / f"translated_{off}.tif", tmp / f"out_translated_{off}.tif"
+        gdal.Translate(str(path), str(base), srcWin=(off, off, w - n, h - n))
+        opts = SegmentOptions(input=str(path), output=str(out), model=args.model, device="cpu")
+        opts.tta = args.tta
+        if args.min_overlap is not None:
+            opts.min_overlap = args.min_overlap
+        segment(opts)
+        labels.append(gdal.Open(str(out)).ReadAsArray())
+    return round(float((labels[0][n:, n:] == labels[1][:-n, :-n]).mean()), 4)
 
 
 if __name__ == "__main__":

@@ -77,9 +77,6 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .heap import keep_freed_memory
-
-    keep_freed_memory()
     if not os.environ.get("GDAL_CACHEMAX"):
         # GDAL's default block cache is 5% of RAM; a patch row's windows need far less, and a
         # fixed cache keeps the process's memory independent of the raster's size.

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -258,7 +259,10 @@ def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
         log.warning("matplotlib is not installed: no plot of the training log")
         return
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with warnings.catch_warnings():
+        # a system matplotlib beside the venv's shadows mpl_toolkits: 3D axes, never used here
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
