@@ -352,7 +352,10 @@ def test_starting_weights_compete_and_runs_without_validation_keep_a_best(tmp_pa
                      focal_gamma=0.0, pretrained=None, threads=1)
     out = tmp_path / "noval"
     summary = train(tiny(num_classes=4), [tr], [], info, out, tc)
-    assert (out / "best.safetensors").is_file() and summary["best_val_miou"] < 0
+    assert (out / "best.safetensors").is_file() and summary["best_val_miou"] is None
+    assert summary["best_train_loss"] > 0    # the epoch kept is the one of lowest loss
+    assert read_card(out / "best.safetensors").provenance["selected"].startswith(
+        "lowest training loss")
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):

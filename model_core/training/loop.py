@@ -126,6 +126,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
     crit = FocalLoss(tc.focal_gamma, info.ignore_index).to(device)
 
     start_epoch, best, history, seconds = 0, -math.inf, [], 0.0
+    best_by_val = True   # False while the best so far is the lowest training loss (negated)
     state_file, csv_file = out / "last_state.pt", out / "log.csv"
     if resume:
         if not state_file.is_file():
@@ -136,6 +137,7 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start_epoch, best, seconds = int(st["epoch"]), float(st["best"]), float(st["seconds"])
+        best_by_val = best >= 0   # a mIoU; a training loss is kept negated
         history = _read_log(csv_file)
         log.info("resuming after epoch %d (best val mIoU %.4f)", start_epoch, best)
     elif csv_file.exists():
@@ -210,18 +212,23 @@ def train(config: FCtLConfig, train_images: list[LabelledImage],
         card = make_card(config, info, prov)
         save_checkpoint(out / "last.safetensors", model, card)
         # without validation (or with an undefined score) the lowest training loss is kept
-        score = row["val_miou"] if scores and not math.isnan(row["val_miou"]) else \
-            -row["train_loss"]
+        by_val = scores is not None and not math.isnan(row["val_miou"])
+        score = row["val_miou"] if by_val else -row["train_loss"]
         if score > best:
-            best = score
+            best, best_by_val = score, by_val
+            selected = "best val mIoU" if by_val else "lowest training loss (no validation score)"
             save_checkpoint(out / "best.safetensors", model,
-                            make_card(config, info, {**prov, "selected": "best val mIoU"}))
+                            make_card(config, info, {**prov, "selected": selected}))
         _save_state(state_file, opt, sched, epoch + 1, best, seconds)
         log.info("epoch %d: loss %.4f, val mIoU %.4f, %.0f s", epoch + 1, row["train_loss"],
                  row["val_miou"], seconds)
         if on_epoch:
             on_epoch(row)
-    summary = {"best_val_miou": best, "epochs": tc.epochs, "seconds": round(seconds, 1),
+    # without validation images the best epoch is the one of lowest training loss: say so,
+    # rather than a negative "mIoU"
+    summary = {"best_val_miou": best if best_by_val else None,
+               **({} if best_by_val else {"best_train_loss": -best}),
+               "epochs": tc.epochs, "seconds": round(seconds, 1),
                "best": str(out / "best.safetensors"), "log": str(csv_file)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
