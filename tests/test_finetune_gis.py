@@ -142,6 +142,25 @@ def test_bounds_and_bad_labels(tmp_path):
     assert (area.label[20:] == IGNORE).all()
 
 
+def test_a_0_255_mask_is_two_classes_for_training_and_for_a_two_class_model(tmp_path):
+    """fctl:train and fctl:evaluate on a 0/255 building mask (Inria, SpaceNet): 255 is the
+    mask's class 1, not "unlabelled", which left one class and refused to train."""
+    from model_core.training.gis import rasterize_labels
+
+    raster = make_scene(tmp_path / "scene.tif")
+    truth = (_truth() == 1).astype(np.uint8)
+    mask = write_geotiff(tmp_path / "mask.tif", truth * 255)
+    area = _read(raster, LabelSource(str(mask)))
+    np.testing.assert_array_equal(area.label, truth)
+    assert [c[0] for c in area.labels.classes] == [0, 1]
+    binary = [(0, "background", (0, 0, 0)), (1, "building", (255, 0, 0))]
+    scored = rasterize_labels(LabelSource(str(mask)), area.grid, binary, strict=True)
+    np.testing.assert_array_equal(scored.label, truth)
+    # for a model of other classes 255 stays unlabelled: only class 0 is scored
+    other = rasterize_labels(LabelSource(str(mask)), area.grid, DG, strict=True)
+    assert set(np.unique(other.label)) == {0, IGNORE}
+
+
 def test_validation_points_divide_the_steps():
     from model_core.training.finetune import epochs_for
 

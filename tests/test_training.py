@@ -126,6 +126,38 @@ def test_raster_layout_reads_a_bgr_file_in_the_order_segmenting_reads_it(tmp_pat
     assert data_info(args, load_split(args, "train")).bands == [1, 2, 3]
 
 
+def test_raster_layout_reads_a_0_255_mask_as_two_classes(tmp_path):
+    """A building mask of 0 and 255 (Inria, SpaceNet, most building masks) trains a model of
+    classes 0 and 1, as ``evaluate`` reads such masks; it used to train 256 classes, a model
+    the engine refused to run. 255 among other classes is refused unless it is ignored."""
+    import argparse
+
+    from model_core.training.datasets import add_data_args, data_info, load_split
+
+    img, lab = scene(64)
+    write_geotiff(tmp_path / "img.tif", img)
+    write_geotiff(tmp_path / "mask.tif", np.where(lab == 1, 255, 0).astype(np.uint8))
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    args = parser.parse_args(["--layout", "raster", "--image", str(tmp_path / "img.tif"),
+                              "--labels", str(tmp_path / "mask.tif")])
+    (pair,) = load_split(args, "train")
+    np.testing.assert_array_equal(pair.label, (lab == 1).astype(np.uint8))
+    assert [c[0] for c in data_info(args, [pair]).classes] == [0, 1]
+
+    mixed = lab.copy()
+    mixed[:8] = 255                                  # classes 1-3 and 255
+    write_geotiff(tmp_path / "mixed.tif", mixed)
+    args.labels = [str(tmp_path / "mixed.tif")]
+    (pair,) = load_split(args, "train")
+    with pytest.raises(ValueError, match="--ignore-index 255"):
+        data_info(args, [pair])
+    args.ignore_index = 255                          # 255 = unlabelled: not a class
+    (pair,) = load_split(args, "train")
+    assert (pair.label[:8] == 255).all()
+    assert [c[0] for c in data_info(args, [pair]).classes] == [1, 2, 3]
+
+
 def _polygons(path: Path, epsg: int, rings: list[tuple[list[tuple[float, float]], int]]) -> Path:
     from osgeo import ogr, osr
 

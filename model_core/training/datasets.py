@@ -92,8 +92,24 @@ def load_split(args: argparse.Namespace, which: str) -> list[LabelledImage]:
         raise ValueError(f"{len(images)} {which} image(s) but {len(labels)} label file(s): give "
                          "one --labels per --image")
     bands = raster_bands(args)
-    return [load_raster_pair(i, lab, bands=bands, field=args.field)
-            for i, lab in zip(images, labels)]
+    return binary_masks_as_classes([load_raster_pair(i, lab, bands=bands, field=args.field)
+                                    for i, lab in zip(images, labels)], args.ignore_index)
+
+
+def binary_masks_as_classes(images: list[LabelledImage], ignore_index: int | None
+                            ) -> list[LabelledImage]:
+    """Labels holding only 0 and 255 (Inria, SpaceNet and most building masks) are a binary
+    mask: 255 becomes class 1, as ``evaluate`` reads them, instead of the 256th class of a
+    model the engine could not write (unless ``--ignore-index 255`` says 255 is unlabelled)."""
+    if ignore_index == 255 or not images:
+        return images
+    values = set().union(*(np.unique(im.label).tolist() for im in images))
+    if values != {0, 255}:
+        return images
+    log.info("the labels hold only 0 and 255: read as a binary mask, classes 0 and 1 (give "
+             "--ignore-index 255 if 255 marks unlabelled pixels)")
+    return [LabelledImage(im.id, im.image, np.where(im.label == 255, 1, im.label).astype(np.uint8))
+            for im in images]
 
 
 def raster_bands(args: argparse.Namespace) -> list[int] | None:
@@ -158,6 +174,12 @@ def data_info(args: argparse.Namespace, images: list[LabelledImage]) -> DataInfo
         classes = parse_classes(args.classes)
     else:
         found = sorted(set(np.unique(np.concatenate([np.unique(im.label) for im in images]))))
+        if args.ignore_index == 255:   # unlabelled: not a class of the model
+            found = [c for c in found if c != 255]
+        elif 255 in found:
+            raise ValueError("the labels use 255 as a class, but class rasters are 8-bit with "
+                             "255 = nodata, so a model cannot output it: give --ignore-index "
+                             "255 if 255 marks unlabelled pixels, or number the classes 0..254")
         rng = np.random.default_rng(0)
         classes = [(int(c), f"class {c}", tuple(int(v) for v in rng.integers(0, 256, 3)))
                    for c in found]

@@ -340,6 +340,15 @@ def _classes_for(values: list, integer: bool, base: ClassList | None, strict: bo
     return classes, np.arange(len(names)), False
 
 
+def binary_mask(values: np.ndarray, base: ClassList | None, strict: bool) -> bool:
+    """Whether label values (declared nodata left out) are a 0/255 mask of two classes: for
+    training always (255 as "unlabelled" would leave a single class), for scoring when the
+    model has exactly the classes 0 and 1."""
+    if {int(v) for v in values} != {0, IGNORE}:
+        return False
+    return not strict or sorted(c[0] for c in base or []) == [0, 1]
+
+
 def _warp_label_raster(source: LabelSource, grid: Grid, base: ClassList | None,
                        strict: bool) -> Labels:
     from osgeo import gdal
@@ -368,6 +377,16 @@ def _warp_label_raster(source: LabelSource, grid: Grid, base: ClassList | None,
     if ((values >= IGNORE) & (values != IGNORE)).any():
         raise LabelError(f"the label raster holds values above {IGNORE}: class ids must be "
                          f"0..{IGNORE - 1} ({IGNORE} = unlabelled)")
+    names = list(band.GetCategoryNames() or [])   # a raster attribute table's names, if any
+    if binary_mask(values, base, strict):
+        # 0/255 (Inria, SpaceNet, most building masks): 255 is the mask, not "unlabelled",
+        # which would leave one class to learn or score
+        log.info("the label raster %s holds only 0 and 255: read as a binary mask, classes 0 "
+                 "and 1 (give 255 another value or declare it nodata if it marks unlabelled "
+                 "pixels)", source.path)
+        arr = np.where(arr == IGNORE, 1, arr)
+        values = np.array([0, 1])
+        names = names[:1] + names[IGNORE:IGNORE + 1]   # the category names go with the ids
     values = [int(v) for v in values if v != IGNORE]
     label = np.full(arr.shape, IGNORE, np.uint8)
     label[valid] = arr[valid].clip(0, IGNORE).astype(np.uint8)
@@ -381,7 +400,6 @@ def _warp_label_raster(source: LabelSource, grid: Grid, base: ClassList | None,
             raise LabelError(f"class ids {missing} of the label raster are not classes of the "
                              f"model (its ids: {sorted(base_by_id)})")
         return Labels(label, [base_by_id[v] for v in values], max(base_by_id) + 1, True)
-    names = list(band.GetCategoryNames() or [])   # a raster attribute table's names, if any
     classes = [(v, names[v] if v < len(names) and names[v] else f"class {v}",
                 PALETTE[n % len(PALETTE)]) for n, v in enumerate(values)]
     return Labels(label, classes, max(values) + 1)
