@@ -65,3 +65,56 @@ def test_mapped_model_predicts_the_partner_classes_before_training():
     assert torch.equal(new.state_dict()["decoder.score32.weight"][2], fresh_row)
     up = mapped["decoder.up8.weight"]
     assert torch.equal(up[0, 1], base.state_dict()["decoder.up8.weight"][4, 2])
+
+
+def test_command_line_fine_tuning_starts_from_the_closest_base_classes(tmp_path):
+    """``train --init-from BASE`` with other classes than BASE's pairs them as fctl:train does:
+    labels drawn where the base model predicts two of its classes pair with exactly those
+    (IoU 1), the card says so, and a BASE of the same classes or of another network is loaded
+    as before."""
+    from plugin_fixtures import make_tiny_model
+    from test_training import scene
+
+    from conftest import write_geotiff
+    from model_core import cli
+    from model_core.checkpoint import load_checkpoint, read_card
+    from model_core.training.class_map import mapped_init_for_images
+    from model_core.training.data import LabelledImage
+    from model_core.training.evaluate import segment_file
+
+    base_path = make_tiny_model(tmp_path / "base.safetensors")
+    model, card = load_checkpoint(base_path, "cpu")
+    img, _ = scene(160)
+    image = write_geotiff(tmp_path / "img.tif", img)
+    pred = segment_file(str(image), model, card, False, "cpu")
+    counts = np.bincount(pred.ravel(), minlength=7)
+    counts[card.ignore_index] = 0
+    x, y = np.argsort(counts)[::-1][:2]
+    label = np.full(pred.shape, 255, np.uint8)
+    label[pred == x], label[pred == y] = 0, 1
+    classes = [(0, "ground", (0, 0, 0)), (1, "roof", (255, 0, 0))]
+    config = dataclasses.replace(card.config, num_classes=2)
+    names = {c.id: c.name for c in card.classes}
+
+    init, pairs = mapped_init_for_images(str(base_path), config, classes, 255,
+                                         [LabelledImage("img", img, label)], tmp_path, "cpu")
+    assert pairs == {"ground": {"from": names[x], "iou": 1.0},
+                     "roof": {"from": names[y], "iou": 1.0}}
+    same = [(c.id, c.name, c.color) for c in card.classes]
+    assert mapped_init_for_images(str(base_path), card.config, same, 255, [], tmp_path) is None
+    wider = dataclasses.replace(config, decoder_channels=16)
+    assert mapped_init_for_images(str(base_path), wider, classes, 255, [], tmp_path) is None
+
+    write_geotiff(tmp_path / "lab.tif", label)
+    c = card.config
+    code = cli.main(["train", "--layout", "raster", "--image", str(image), "--labels",
+                     str(tmp_path / "lab.tif"), "--ignore-index", "255",
+                     "--classes", "0:ground:#000000,1:roof:#ff0000",
+                     "--init-from", str(base_path), "--pretrained", "none", "--backbone", c.backbone,
+                     "--patch-size", str(c.patch_size), "--decoder-channels",
+                     str(c.decoder_channels), "--large-context", "global", "--epochs", "1",
+                     "--steps-per-epoch", "1", "--batch-size", "2", "--device", "cpu",
+                     "--threads", "1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    prov = read_card(tmp_path / "run" / "best.safetensors").provenance
+    assert prov["classifier_initialised_from"]["classes"] == pairs

@@ -107,3 +107,43 @@ def mapped_init_file(base_path: str, base_card, new_config, pred: np.ndarray, la
               for c, n, _ in new_classes}
     log.info("classifier initialised from the base classes: %s", report)
     return str(path), report
+
+
+def mapped_init_for_images(base_path: str, config, classes: list[tuple[int, str, tuple]],
+                           ignore: int | None, images: list, folder: Path,
+                           device: str = "auto", max_pixels: int = 25_000_000
+                           ) -> tuple[str, dict] | None:
+    """``train --init-from BASE`` with other classes than BASE's: as ``fctl:train`` does, the
+    base model segments the training images (the first ones, up to ``max_pixels``) and each new
+    class starts from its closest base class. Returns (init file in ``folder``, the pairing for
+    the card), or None where BASE's classifier fits as it is (the same class ids and names) or
+    the networks differ beyond the class count (its classifier then starts fresh, as before)."""
+    from ..checkpoint import load_checkpoint, read_card
+    from .evaluate import segment_file
+    from .loop import write_array
+
+    base = read_card(base_path)
+    if ([(c.id, c.name) for c in base.classes] == [(c, n) for c, n, _ in classes]
+            and base.config.num_classes == config.num_classes):
+        return None
+    # the input normalisation holds no tensor: only the layers must match
+    if dataclasses.replace(base.config, num_classes=config.num_classes,
+                           input_mean=config.input_mean, input_std=config.input_std) != config:
+        log.info("%s is another network than the one trained (beyond its classes): its "
+                 "classifier is not carried over", base_path)
+        return None
+    model, card = load_checkpoint(base_path, "cpu")
+    preds, labels, used = [], [], 0
+    for n, im in enumerate(images):
+        if used and used + im.label.size > max_pixels:
+            break
+        path = folder / f"base_on_{n}.tif"
+        write_array(path, im.image)
+        preds.append(segment_file(str(path), model, card, False, device, workdir=folder).ravel())
+        path.unlink()
+        labels.append(im.label.ravel())
+        used += im.label.size
+    # no ignore index: -1 matches no label
+    return mapped_init_file(base_path, card, config, np.concatenate(preds),
+                            np.concatenate(labels), classes, -1 if ignore is None else ignore,
+                            folder)

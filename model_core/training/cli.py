@@ -9,6 +9,7 @@ import math
 import shlex
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ..config import FCtLConfig, ablation_configs
@@ -126,7 +127,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "key names, loaded by timm; a partial file is an error)")
     g.add_argument("--init-from", metavar="CHECKPOINT",
                    help="initialise the network from this FCtL checkpoint (tensors matched by "
-                        "name and shape; the rest keep their initialisation)")
+                        "name and shape; the rest keep their initialisation); with other "
+                        "classes than its own, each class starts from its closest class of the "
+                        "checkpoint (paired by IoU on the training images, as fctl:train)")
     g.add_argument("--no-augment", action="store_true", help="no flips / 90-degree rotations")
     g.add_argument("--coarser-views", metavar="F1,F2,...",
                    help="also train on each image averaged down by these factors and enlarged "
@@ -180,9 +183,20 @@ def run_train(args: argparse.Namespace) -> int:
                                                          "root": args.root}})
     if args.name:
         info.name = args.name
-    summary = train(config, train_images, val_images, info, args.out,
-                    train_config(args, train_images),
-                    resume=args.resume)
+    tc = train_config(args, train_images)
+    with tempfile.TemporaryDirectory(prefix="fctl_init_") as work:
+        if args.init_from and not args.resume:
+            from .class_map import mapped_init_for_images
+
+            mapped = mapped_init_for_images(args.init_from, config, info.classes,
+                                            info.ignore_index, train_images, Path(work),
+                                            device=args.device)
+            if mapped is not None:
+                tc.init_from = mapped[0]
+                info.provenance["classifier_initialised_from"] = {
+                    "model": args.init_from, "classes": mapped[1]}
+        summary = train(config, train_images, val_images, info, args.out, tc,
+                        resume=args.resume)
     if args.export:
         shutil.copyfile(summary["best"], args.export)
         summary["exported"] = args.export
