@@ -159,6 +159,12 @@ def test_a_0_255_mask_is_two_classes_for_training_and_for_a_two_class_model(tmp_
     # for a model of other classes 255 stays unlabelled: only class 0 is scored
     other = rasterize_labels(LabelSource(str(mask)), area.grid, DG, strict=True)
     assert set(np.unique(other.label)) == {0, IGNORE}
+    # the bundled land-cover model scores none of it (its 0 is "unknown"): fctl:evaluate says
+    # so before segmenting, as `evaluate` does, instead of returning an empty mIoU
+    from model_core.training.gis_evaluate import evaluate_labels
+
+    with pytest.raises(ValueError, match=r"no pixel of a class the model scores.*0 unknown"):
+        evaluate_labels(str(raster), LabelSource(str(mask)), None, device="cpu")
 
 
 def test_validation_points_divide_the_steps():
