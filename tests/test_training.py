@@ -196,8 +196,10 @@ def test_rasterize_polygon_layer(tmp_path):
         rasterize_polygons(gpkg, tmp_path / "img.tif", "klass")
     with pytest.raises(ValueError, match="not an integer"):
         rasterize_polygons(gpkg, tmp_path / "img.tif", "name")
-    with pytest.raises(ValueError, match="--field"):
-        load_raster_pair(tmp_path / "img.tif", gpkg)
+    # without --field (building footprints): class 1 inside the polygons, 0 elsewhere, as
+    # fctl:train reads a layer without a class field
+    pair = load_raster_pair(tmp_path / "img.tif", gpkg)
+    np.testing.assert_array_equal(pair.label, (lab > 0).astype(np.uint8))
 
 
 def test_rasterize_reprojects_the_layer(tmp_path):

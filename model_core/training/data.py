@@ -171,8 +171,9 @@ def load_raster_pair(image: str | Path, labels: str | Path, *, bands: Sequence[i
         raise FileNotFoundError(f"labels {labels} do not exist")
     img = read_raster(image, bands)
     if _is_vector(labels):
-        if not field:
-            raise ValueError(f"{labels} is a polygon layer: name its class field (--field)")
+        if not field:   # building footprints and the like: one class, as fctl:train reads them
+            log.info("%s: no --field, so its polygons are class 1 and everything else class 0 "
+                     "(name a class-id field with --field for more classes)", labels)
         lab = rasterize_polygons(labels, image, field)
     else:
         lab = _label_raster_on_grid(labels, image)
@@ -203,9 +204,10 @@ def _is_vector(path: Path) -> bool:
     return ds is not None and ds.GetLayerCount() > 0
 
 
-def rasterize_polygons(vector: str | Path, image: str | Path, field: str,
+def rasterize_polygons(vector: str | Path, image: str | Path, field: str | None,
                        layer: str | None = None, fill: int = 0) -> np.ndarray:
-    """Burn the integer ``field`` of a polygon layer onto the grid of ``image`` (H, W) uint8.
+    """Burn the integer ``field`` of a polygon layer onto the grid of ``image`` (H, W) uint8;
+    without a field, 1 inside every polygon.
 
     The layer is reprojected to the image's CRS by GDAL when they differ; pixels outside every
     polygon get ``fill`` (use it as the ignore class).
@@ -222,11 +224,11 @@ def rasterize_polygons(vector: str | Path, image: str | Path, field: str,
     if lyr is None:
         raise ValueError(f"{vector} has no layer {layer!r}")
     defn = lyr.GetLayerDefn()
-    idx = defn.GetFieldIndex(field)
+    idx = defn.GetFieldIndex(field) if field else 0
     if idx < 0:
         names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
         raise ValueError(f"{vector} has no field {field!r}; its fields are {names}")
-    if defn.GetFieldDefn(idx).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64):
+    if field and defn.GetFieldDefn(idx).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64):
         raise ValueError(f"field {field!r} of {vector} is not an integer class id")
     srs = lyr.GetSpatialRef()
     wkt = ref.GetProjection()
@@ -242,7 +244,8 @@ def rasterize_polygons(vector: str | Path, image: str | Path, field: str,
     mem.SetGeoTransform(ref.GetGeoTransform())
     mem.SetProjection(ref.GetProjection())
     mem.GetRasterBand(1).Fill(fill)
-    opts = gdal.RasterizeOptions(attribute=field, layers=[lyr.GetName()])
+    opts = gdal.RasterizeOptions(layers=[lyr.GetName()], **(
+        {"attribute": field} if field else {"burnValues": [1]}))
     if gdal.Rasterize(mem, src, options=opts) is None:
         raise ValueError(f"rasterising {vector} onto {image} failed: {gdal.GetLastErrorMsg()}")
     out = mem.GetRasterBand(1).ReadAsArray().astype(np.uint8)

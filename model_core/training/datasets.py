@@ -52,7 +52,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="raster layout: label raster or polygon layer of each --image")
     g.add_argument("--val-image", action="append", default=[])
     g.add_argument("--val-labels", action="append", default=[])
-    g.add_argument("--field", help="class-id field of polygon label layers")
+    g.add_argument("--field", help="class-id field of polygon label layers (without it every "
+                                   "polygon is class 1 and the rest class 0: building "
+                                   "footprints)")
     g.add_argument("--classes", help="raster layout: id:name:#rrggbb,... (default: ids found)")
     g.add_argument("--ignore-index", type=int, default=None,
                    help="label value excluded from loss and metrics (deepglobe: 0)")

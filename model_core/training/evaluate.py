@@ -219,7 +219,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", help="ids to evaluate: comma-separated or a text file")
     p.add_argument("--image", action="append", default=[], help="raster layout: image")
     p.add_argument("--labels", action="append", default=[], help="raster layout: labels")
-    p.add_argument("--field", help="class field of polygon label layers")
+    p.add_argument("--field", help="class field of polygon label layers (without it every "
+                                   "polygon is class 1 and the rest class 0)")
     p.add_argument("--tta", choices=("off", "on", "both"), default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
