@@ -46,7 +46,7 @@ def test_kept_blocks_are_reused_instead_of_zeroed_again():
 
 def test_every_command_keeps_freed_memory(monkeypatch, tmp_path):
     """Training, evaluation and comparison run the network too (10 mini-batches of the quick
-    recipe took 60 s with glibc's default and 39 s with freed blocks kept)."""
+    recipe took 53-61 s with glibc's default and 42-46 s with freed blocks kept)."""
     from model_core import cli
     from model_core.inference import heap
 

@@ -4,8 +4,8 @@
 A forward pass allocates and frees activations of tens of MB; by default glibc maps and unmaps
 them every time and the kernel zeroes the pages again: on CPU that system time was as large as
 the compute (EfficientNet-Lite0, 508 px, batch 4: 1.7 -> 1.3 s per patch), and in training,
-whose backward pass frees as much again, it was 40 % of the CPU time (10 mini-batches of the
-quick recipe: 60 -> 39 s, for 0.9 GB more peak RSS). So those processes keep freed blocks for
+whose backward pass frees as much again, it was about a third of the CPU time (10 mini-batches
+of the quick recipe: 53-61 -> 42-46 s, for 0.7-0.8 GB more peak RSS). So those processes keep freed blocks for
 reuse (:func:`keep_freed_memory`), and hand them back to the system once the network is done
 (:func:`return_freed_memory`), before the polygon step, whose peak would otherwise come on top
 of them (100,000 x 10,000 px with polygons: 1.83 GB before).
