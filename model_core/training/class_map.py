@@ -119,8 +119,6 @@ def mapped_init_for_images(base_path: str, config, classes: list[tuple[int, str,
     the card), or None where BASE's classifier fits as it is (the same class ids and names) or
     the networks differ beyond the class count (its classifier then starts fresh, as before)."""
     from ..checkpoint import load_checkpoint, read_card
-    from .evaluate import segment_file
-    from .loop import write_array
 
     base = read_card(base_path)
     if ([(c.id, c.name) for c in base.classes] == [(c, n) for c, n, _ in classes]
@@ -134,16 +132,27 @@ def mapped_init_for_images(base_path: str, config, classes: list[tuple[int, str,
         return None
     model, card = load_checkpoint(base_path, "cpu")
     preds, labels, used = [], [], 0
-    for n, im in enumerate(images):
+    for im in images:
         if used and used + im.label.size > max_pixels:
             break
-        path = folder / f"base_on_{n}.tif"
-        write_array(path, im.image)
-        preds.append(segment_file(str(path), model, card, False, device, workdir=folder).ravel())
-        path.unlink()
+        preds.append(base_prediction(model, card, im.image, folder, device=device).ravel())
         labels.append(im.label.ravel())
         used += im.label.size
     # no ignore index: -1 matches no label
     return mapped_init_file(base_path, card, config, np.concatenate(preds),
                             np.concatenate(labels), classes, -1 if ignore is None else ignore,
                             folder)
+
+
+def base_prediction(model, card, image: np.ndarray, folder: Path, **segment_kw) -> np.ndarray:
+    """The base model's classes of an in-memory training image (C, H, W), segmented as the
+    engine runs it (native resolution) through a temporary file in ``folder``."""
+    from .evaluate import segment_file
+    from .loop import write_array
+
+    path = folder / "base_on_training_image.tif"
+    write_array(path, image)
+    try:
+        return segment_file(str(path), model, card, False, workdir=folder, **segment_kw)
+    finally:
+        path.unlink(missing_ok=True)

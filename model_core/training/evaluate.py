@@ -101,13 +101,16 @@ def scorable(items: Sequence[EvalItem], card: "ModelCard") -> list[EvalItem]:
     against the bundled land-cover model) raise a ValueError naming the values found and the
     classes expected: the scores would be empty. Other values outside the classes are logged
     and left unscored."""
+    from .gis import binary_mask
+
     k, ignore = card.config.num_classes, card.ignore_index
     counts: dict[int, int] = {}
     for it in items:
         values, n = np.unique(it.label, return_counts=True)
         for v, c in zip(values.tolist(), n.tolist()):
             counts[v] = counts.get(v, 0) + c
-    if set(counts) == {0, 255} and k == 2:
+    if binary_mask(np.array(list(counts)), [(c.id, c.name, c.color) for c in card.classes],
+                   strict=True):
         # 255 is also the fine-tuned cards' "unlabelled", but labels of only 0 and unlabelled
         # would score one class: a 0/255 raster for a two-class model is a binary mask
         log.info("the labels are a 0/255 mask: read as the model's classes 0 (%s) and 1 (%s) "

@@ -228,16 +228,12 @@ def _mapped_init(base_path: str, base, config, train_img, classes, work: Path,
     base model segments the training part as the engine runs it (native resolution, the
     fine-tuned model's)."""
     from ..checkpoint import load_checkpoint
-    from .class_map import mapped_init_file
-    from .evaluate import segment_file
-    from .loop import write_array
+    from .class_map import base_prediction, mapped_init_file
 
     model, card = load_checkpoint(base_path, "cpu")
-    image = work / "base_on_training_area.tif"
-    write_array(image, train_img.image)
-    pred = segment_file(str(image), model, card, False, opts.device, opts.batch_size,
-                        workdir=work, precision=opts.precision, is_cancelled=cancelled)
-    image.unlink()
+    pred = base_prediction(model, card, train_img.image, work, device=opts.device,
+                           batch_size=opts.batch_size, precision=opts.precision,
+                           is_cancelled=cancelled)
     return mapped_init_file(base_path, card, config, pred, train_img.label, classes, IGNORE,
                             work)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .evaluate import EvalItem, scorable
 from .gis import IGNORE, LabelSource
 from .metrics import Scores, confusion_matrix
 
@@ -86,7 +87,8 @@ def evaluate_labels(raster: str, labels: LabelSource, model: str | None = None, 
                               card_bands=card.bands, card_scale=card.scale, base_classes=classes,
                               bands=bands, extent=extent, extent_wkt=extent_wkt, strict=True)
     k = card.config.num_classes
-    _check_scorable(area.label, card)
+    # the labelled pixels only (unlabelled ones are no class): the scores must not be empty
+    scorable([EvalItem(Path(raster).stem, raster, area.label[area.label != IGNORE])], card)
     with tempfile.TemporaryDirectory(prefix="fctl_eval_") as tmp:
         out = str(Path(tmp) / "classes.tif")
         opts = SegmentOptions(input=str(raster), output=out, model=path, device=device,
@@ -102,24 +104,6 @@ def evaluate_labels(raster: str, labels: LabelSource, model: str | None = None, 
     scores = Scores(cm, card.ignore_index, {c.id: c.name for c in card.classes})
     log.info("%s on %s: %s %.4f", card.name, raster, scores.headline_name, scores.headline)
     return LabelEvaluation(scores, area.window, round(result.seconds, 1), path)
-
-
-def _check_scorable(label: np.ndarray, card) -> None:  # noqa: ANN001 (a ModelCard)
-    """Refuse, before segmenting, labels with no pixel of a class the model scores (a 0/255
-    building mask against the bundled land-cover model: its 0 is the model's unscored class):
-    the scores would be empty."""
-    values, counts = np.unique(label[label != IGNORE], return_counts=True)
-    if any(v != card.ignore_index for v in values.tolist()):
-        return
-    found = ", ".join(f"{v} ({n:,} px)" for v, n in zip(values.tolist(), counts.tolist()))
-    classes = ", ".join(f"{c.id} {c.name}" for c in sorted(card.classes, key=lambda c: c.id))
-    raise ValueError(
-        f"the labels hold no pixel of a class the model scores in the labelled area: "
-        f"{'only ' + found if found else 'no labelled pixel'} besides unlabelled ones ({IGNORE} "
-        f"and nodata); the model's classes are {classes}"
-        + (f" ({card.ignore_index} not scored)" if card.ignore_index is not None else "")
-        + ". Give labels with the model's class ids, or evaluate a model trained for these "
-        "labels (fctl:train)")
 
 
 def _aligned(label: np.ndarray, lgt: Sequence[float], pred: np.ndarray,
